@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Create .venv in the repo root with xdlm installed editable (CPU torch pinned by constraints-cpu.txt).
+# Idempotent: a second run only re-checks the install.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+py="${PYTHON:-python3.11}"
+command -v "$py" >/dev/null 2>&1 || py=python3
+stamp=.venv/.xdlm-installed
+want="$(cat pyproject.toml constraints-cpu.txt | sha1sum | cut -c1-16)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && .venv/bin/python -c "import xdlm" 2>/dev/null; then
+  exit 0
+fi
+[ -x .venv/bin/python ] || "$py" -m venv .venv
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+.venv/bin/python -m pip install -q --upgrade pip setuptools wheel
+# torch first, so nothing else can pull a CUDA build
+.venv/bin/python -m pip install -q -c constraints-cpu.txt torch
+.venv/bin/python -m pip install -q -c constraints-cpu.txt -e ".[dev]"
+echo "$want" > "$stamp"
