@@ -1,0 +1,149 @@
+"""Samplers (generation) for XDLM, in a registry: ``get(name, **options)`` / ``available()``.
+
+The ``ancestral`` sampler walks the grid t_j = linspace(1, t_min, S + 1) with one network call
+per step, drawing z_s from the posterior q(z_s | z_t, x = p) with p the model's clean-token
+distribution.  At k > 0 tokens can change at every step (unmask, refine, re-mask), so MDLM's
+"skip the network when nothing changed" cache does not apply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from xdlm.diffusion.categorical import gumbel_max, top_p_filter
+from xdlm.diffusion.posterior import posterior
+from xdlm.diffusion.process import XDLM
+from xdlm.diffusion.schedules import Schedule
+from xdlm.registry import Registry
+
+SAMPLERS: Registry[type] = Registry("sampler")
+
+#: denoiser(z_t [B, L] ids, t [B] times) -> logits [B, L, N]
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+FINAL_STEPS = ("ancestral", "greedy", "none")
+
+
+@dataclass
+class SamplerState:
+    """The tokens after step ``step`` (1-based), which moved them from time t to time s."""
+
+    step: int
+    t: float
+    s: float
+    z: torch.Tensor
+
+
+@SAMPLERS.register("ancestral")
+class AncestralSampler:
+    """Ancestral sampling through the closed-form posterior.
+
+    final_step: ``ancestral`` draws the last step with alpha_s = 1 (fully clean); ``greedy``
+    takes the argmax of that last posterior; ``none`` stops at t_min like every other step.
+    """
+
+    def __init__(
+        self,
+        process: XDLM,
+        schedule: Schedule,
+        steps: int,
+        final_step: str = "ancestral",
+        top_p: float | None = None,
+        gumbel_float64: bool = True,
+        t_min: float = 1e-3,
+    ) -> None:
+        if int(steps) < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        if final_step not in FINAL_STEPS:
+            raise ValueError(f"final_step must be one of {', '.join(FINAL_STEPS)}, got {final_step!r}")
+        if top_p is not None and not 0.0 < top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1] or None, got {top_p}")
+        if not 0.0 < t_min < 1.0:
+            raise ValueError(f"t_min must be in (0, 1), got {t_min}")
+        self.process = process
+        self.schedule = schedule
+        self.steps = int(steps)
+        self.final_step = final_step
+        self.top_p = top_p
+        self.gumbel_float64 = gumbel_float64
+        self.t_min = t_min
+
+    def time_grid(self) -> torch.Tensor:
+        """t_0 = 1 > t_1 > ... > t_S = t_min: [S + 1] (float64)."""
+        return torch.linspace(1.0, self.t_min, self.steps + 1, dtype=torch.float64)
+
+    def iterate(
+        self,
+        denoiser: Denoiser,
+        shape: tuple[int, int] | None = None,
+        *,
+        z_init: torch.Tensor | None = None,
+        fixed_mask: torch.Tensor | None = None,
+        fixed_tokens: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        device=None,
+    ) -> Iterator[SamplerState]:
+        """Yield the state after every step; the last one holds the samples.
+
+        Start from ``z_init`` or a prior draw of ``shape``.  Positions where ``fixed_mask`` [B, L]
+        is True hold ``fixed_tokens`` throughout (prefix / infilling conditioning): they are never
+        noised, so the network always sees them clean.
+        """
+        proc = self.process
+        if z_init is None:
+            if shape is None:
+                raise ValueError("give either shape or z_init")
+            z = proc.sample_prior(tuple(shape), generator=generator, device=device)
+        else:
+            z = z_init.clone()
+        if fixed_mask is not None:
+            if fixed_tokens is None or fixed_tokens.shape != z.shape or fixed_mask.shape != z.shape:
+                raise ValueError(
+                    f"fixed_mask and fixed_tokens must both have the sample shape {tuple(z.shape)}"
+                )
+            z = torch.where(fixed_mask, fixed_tokens, z)
+        grid = self.time_grid()
+        for j in range(self.steps):
+            last = j == self.steps - 1
+            t, s = float(grid[j]), float(grid[j + 1])
+            t_vec = torch.full((z.shape[0],), t, device=z.device)
+            logits = denoiser(z, t_vec)
+            p = proc.clean_probs(logits)
+            if self.top_p is not None:
+                p = top_p_filter(p, self.top_p)
+            alpha_t = self.schedule.alpha(torch.tensor(t, dtype=torch.float64))
+            if last and self.final_step != "none":
+                alpha_s = torch.ones((), dtype=torch.float64)
+            else:
+                alpha_s = self.schedule.alpha(torch.tensor(s, dtype=torch.float64))
+            q = posterior(
+                p, z, alpha_s.to(p.dtype).expand(z.shape), alpha_t.to(p.dtype).expand(z.shape),
+                proc.vocab_size, proc.mask_id, proc.k,
+            )
+            if last and self.final_step == "greedy":
+                z = q.argmax(dim=-1)
+            else:
+                z = gumbel_max(q, generator, self.gumbel_float64)
+            if fixed_mask is not None:
+                z = torch.where(fixed_mask, fixed_tokens, z)
+            yield SamplerState(step=j + 1, t=t, s=0.0 if last and self.final_step != "none" else s, z=z)
+
+    @torch.no_grad()
+    def sample(self, denoiser: Denoiser, shape: tuple[int, int] | None = None, **kwargs) -> torch.Tensor:
+        """Run every step and return the final tokens [B, L]."""
+        state = None
+        for state in self.iterate(denoiser, shape, **kwargs):
+            pass
+        return state.z
+
+
+def get(name: str, process: XDLM, schedule: Schedule, **options):
+    """Build a sampler by registry name (unknown names list the available ones)."""
+    return SAMPLERS.get(name)(process, schedule, **options)
+
+
+def available() -> list[str]:
+    return SAMPLERS.available()

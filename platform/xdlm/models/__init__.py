@@ -1,0 +1,32 @@
+"""Backbones: the bidirectional DiT denoiser and its causal (autoregressive) twin.
+
+``build_model(ModelConfig(size="tiny"), vocab_size=50257)`` gives a ``DiT``: ``model(z_t, t)``
+maps ``[B, L]`` token ids to ``[B, L, V]`` logits, ``model.hidden_states(z_t, t)`` gives the
+``[B, L, D]`` input of ``model.output_head``. ``backbone="causal_dit"`` gives a ``CausalDiT``
+(next-token logits and ``log_likelihood``).
+"""
+
+from xdlm.models.accounting import (
+    count_parameters,
+    estimate_parameters,
+    flops_per_token,
+)
+from xdlm.models.build import build_model
+from xdlm.models.causal import CausalDiT
+from xdlm.models.config import SIZES, ModelConfig, SizeSpec
+from xdlm.models.dit import DiT, DiTBase
+from xdlm.models.registry import BACKBONES
+
+__all__ = [
+    "BACKBONES",
+    "SIZES",
+    "CausalDiT",
+    "DiT",
+    "DiTBase",
+    "ModelConfig",
+    "SizeSpec",
+    "build_model",
+    "count_parameters",
+    "estimate_parameters",
+    "flops_per_token",
+]

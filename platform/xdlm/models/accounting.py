@@ -1,0 +1,73 @@
+"""Parameter counts and a FLOPs-per-token estimate for throughput (MFU) accounting.
+
+"Non-embedding" parameters exclude the token embedding and the output head (weight and bias),
+the convention of the scaling-law literature; they do not depend on the vocabulary size.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from xdlm.models.config import ModelConfig
+from xdlm.models.layers import TIME_FREQ_DIM
+
+MLP_RATIO = 4
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    # DDP / FSDP-style wrappers keep the model in ``.module``; torch.compile in ``._orig_mod``.
+    while True:
+        inner = getattr(model, "_orig_mod", None) or getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """``{"total": ..., "non_embedding": ...}`` for a built backbone (shared tensors counted once).
+
+    ``non_embedding`` leaves out ``model.embedding`` and ``model.output_head`` when present.
+    """
+    model = _unwrap(model)
+    params = {id(p): p for p in model.parameters()}
+    total = sum(p.numel() for p in params.values())
+    excluded: dict[int, nn.Parameter] = {}
+    for name in ("embedding", "output_head"):
+        sub = getattr(model, name, None)
+        if isinstance(sub, nn.Module):
+            excluded.update({id(p): p for p in sub.parameters() if id(p) in params})
+    return {"total": total, "non_embedding": total - sum(p.numel() for p in excluded.values())}
+
+
+def estimate_parameters(cfg: ModelConfig, vocab_size: int) -> dict[str, int]:
+    """Closed-form ``count_parameters`` of the DiT / causal DiT for ``cfg`` without building it.
+
+    With ``D`` hidden, ``C`` cond_dim, ``N`` layers, ``F`` = 256 time features, ``V`` vocabulary:
+        time MLP  F*C + C + C*C + C
+        block     3D^2 (qkv) + D^2 (out) + 8D^2 + 5D (MLP) + 6CD + 6D (adaLN) + 2D (norms)
+        final     2CD + 2D (adaLN) + D (norm)
+        embedding V*D;  output head D*V + V
+    """
+    n_layers, hidden, _ = cfg.dims()
+    c, d = cfg.cond_dim, hidden
+    time_mlp = TIME_FREQ_DIM * c + c + c * c + c
+    block = 4 * d * d + 2 * MLP_RATIO * d * d + MLP_RATIO * d + d + 6 * c * d + 6 * d + 2 * d
+    final = 2 * c * d + 2 * d + d
+    non_embedding = time_mlp + n_layers * block + final
+    embedding = vocab_size * d + d * vocab_size + vocab_size
+    return {"total": non_embedding + embedding, "non_embedding": non_embedding}
+
+
+def flops_per_token(model_cfg: ModelConfig, seq_len: int) -> int:
+    """Training FLOPs per token (forward + backward): ``6 * N + 12 * n_layers * hidden * seq_len``.
+
+    ``N`` is the non-embedding parameter count (6 = 2 forward + 4 backward per weight per token);
+    the second term is attention's score and value matmuls (QK^T and AV: ``2 * 2 * L * D``
+    forward per layer per token, times 3 for forward + backward). The output head and embedding
+    are left out, following the convention of the scaling-law papers.
+    """
+    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len <= 0:
+        raise ValueError(f"seq_len: must be a positive int, got {seq_len!r}")
+    n_layers, hidden, _ = model_cfg.dims()
+    non_embedding = estimate_parameters(model_cfg, vocab_size=1)["non_embedding"]
+    return 6 * non_embedding + 12 * n_layers * hidden * seq_len
