@@ -11,7 +11,6 @@ the field types.
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 #: Split names every source understands.
 SPLITS = ("train", "validation", "test")
@@ -60,10 +59,10 @@ class DataConfig:
     """How the ``text`` source cuts files into documents: ``line``, ``paragraph`` (blank-line
     separated) or ``document`` (one document per file)."""
 
-    hf_path: Optional[str] = None
+    hf_path: str | None = None
     """Hub dataset id for the generic ``hf`` source (e.g. ``"Salesforce/wikitext"``)."""
 
-    hf_config: Optional[str] = None
+    hf_config: str | None = None
     """Hub dataset config name for the generic ``hf`` source (e.g. ``"wikitext-2-raw-v1"``)."""
 
     hf_split_map: dict[str, str] = field(default_factory=dict)
@@ -73,17 +72,20 @@ class DataConfig:
     hf_streaming: bool = False
     """Stream the generic ``hf`` source instead of downloading it whole."""
 
+    hf_cache_dir: str | None = None
+    """Where ``datasets`` keeps Hub downloads; ``None``: its default (``HF_DATASETS_CACHE``)."""
+
     validation_fraction: float = 0.05
     """Share of documents hashed into ``validation`` (stdlib sources and local ``data_files``)."""
 
     test_fraction: float = 0.05
     """Share of documents hashed into ``test`` (stdlib sources and local ``data_files``)."""
 
-    max_train_bytes: Optional[int] = 8_000_000
+    max_train_bytes: int | None = 8_000_000
     """Read at most this many UTF-8 bytes of training text (``None``: no cap). The cap is part of
     the cache key. 8 MB of stdlib is ~2.2 M BPE-4096 tokens."""
 
-    max_eval_bytes: Optional[int] = 1_000_000
+    max_eval_bytes: int | None = 1_000_000
     """Read at most this many bytes of each validation/test/eval-set split (``None``: no cap)."""
 
     # ----- tokenization --------------------------------------------------------------------------
@@ -96,7 +98,7 @@ class DataConfig:
     """Vocabulary size of the ``bpe`` tokenizer, special tokens included. Ignored by pretrained
     tokenizers, whose size is fixed (read ``Tokenizer.vocab_size`` instead)."""
 
-    bpe_train_bytes: Optional[int] = 4_000_000
+    bpe_train_bytes: int | None = 4_000_000
     """Train the ``bpe`` tokenizer on at most this many bytes of the training split."""
 
     seq_len: int = 128
@@ -106,7 +108,7 @@ class DataConfig:
     """Documents handed to the tokenizer per call while building the cache (memory vs speed)."""
 
     # ----- cache, order, evaluation --------------------------------------------------------------
-    cache_dir: Optional[str] = None
+    cache_dir: str | None = None
     """Where tokenizers and token arrays are cached; ``None``: ``$XDLM_CACHE`` or
     ``~/.cache/xdlm``."""
 
@@ -189,7 +191,8 @@ class DataConfig:
         for name in self.eval_sets:
             if name not in SOURCES:
                 raise bad(
-                    "eval_sets", f"unknown source {name!r}; available: {', '.join(SOURCES.available())}"
+                    "eval_sets",
+                    f"unknown source {name!r}; available: {', '.join(SOURCES.available())}",
                 )
             if name in GENERIC_SOURCES:
                 raise bad(
@@ -203,6 +206,8 @@ class DataConfig:
                 f"'all' would evaluate on training text of {self.source!r}; use 'test' or drop it "
                 "from eval_sets",
             )
+        if self.seed < 0:
+            raise bad("seed", "must be >= 0")
         if self.tokenize_batch_docs < 1:
             raise bad("tokenize_batch_docs", "must be >= 1")
         if self.num_proc < 1:

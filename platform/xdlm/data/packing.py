@@ -58,7 +58,10 @@ class BlockPacker:
 
 
 def pack_documents(
-    documents: Iterable[Sequence[int]], seq_len: int, bos_id: int, eos_id: int,
+    documents: Iterable[Sequence[int]],
+    seq_len: int,
+    bos_id: int,
+    eos_id: int,
     dtype: np.dtype = np.int64,
 ) -> np.ndarray:
     """All complete blocks of ``documents`` packed, shape ``[num_blocks, seq_len]``."""

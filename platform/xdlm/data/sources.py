@@ -167,7 +167,11 @@ class StdlibSource(TextSource):
             dirnames[:] = sorted(d for d in dirnames if d not in _NOT_STDLIB_DIRS)
             keys.extend((rel_dir / f).as_posix() for f in sorted(filenames) if f.endswith(".py"))
         if not keys:
-            hint = " (some distributions ship the test suite separately)" if self.domain == "test" else ""
+            hint = (
+                " (some distributions ship the test suite separately)"
+                if self.domain == "test"
+                else ""
+            )
             raise ValueError(f"source {self.name!r}: no .py files found under {self.root}{hint}")
         return keys
 
@@ -177,7 +181,9 @@ class StdlibSource(TextSource):
         keys = self.keys()
         if split != "all":
             keys = [
-                k for k in keys if split_of(k, self.validation_fraction, self.test_fraction) == split
+                k
+                for k in keys
+                if split_of(k, self.validation_fraction, self.test_fraction) == split
             ]
         return sorted(keys, key=_digest)
 
@@ -294,11 +300,13 @@ class HubSource(TextSource):
         spec: HubDatasetSpec,
         *,
         num_proc: int = 1,
+        cache_dir: str | None = None,
         load_dataset: Callable[..., Any] | None = None,
     ) -> None:
         self.name = name
         self.spec = spec
         self.num_proc = num_proc
+        self.cache_dir = cache_dir
         # Injected in tests; the real function is imported lazily (``datasets`` is slow to import).
         self._load_dataset = load_dataset
 
@@ -324,6 +332,8 @@ class HubSource(TextSource):
         kwargs: dict[str, Any] = {"split": hub_split, "streaming": self.spec.streaming}
         if not self.spec.streaming and self.num_proc > 1:
             kwargs["num_proc"] = self.num_proc
+        if self.cache_dir is not None:
+            kwargs["cache_dir"] = self.cache_dir
         return load_dataset(self.spec.path, self.spec.config, **kwargs)
 
     def documents(self, split: str) -> Iterator[str]:
@@ -367,7 +377,7 @@ def texts_of(dataset: Any, text_field: str, source_name: str) -> Iterator[str]:
 def _register_hub(name: str, spec: HubDatasetSpec) -> None:
     @SOURCES.register(name)
     def factory(cfg: DataConfig) -> TextSource:
-        return HubSource(name, spec, num_proc=cfg.num_proc)
+        return HubSource(name, spec, num_proc=cfg.num_proc, cache_dir=cfg.hf_cache_dir)
 
 
 for _name, _spec in HUB_DATASETS.items():
@@ -385,7 +395,7 @@ def _generic_hub(cfg: DataConfig) -> TextSource:
         {**_IDENTITY_SPLITS, **cfg.hf_split_map},
         streaming=cfg.hf_streaming,
     )
-    return HubSource(f"hf:{cfg.hf_path}", spec, num_proc=cfg.num_proc)
+    return HubSource(f"hf:{cfg.hf_path}", spec, num_proc=cfg.num_proc, cache_dir=cfg.hf_cache_dir)
 
 
 # ----- local files -------------------------------------------------------------------------------
@@ -413,12 +423,15 @@ class LocalFileSource(TextSource):
         hf_cache_dir: Path | None = None,
     ) -> None:
         if kind not in self._BUILDERS:
-            raise ValueError(f"unknown local file kind {kind!r}; available: {', '.join(self._BUILDERS)}")
+            raise ValueError(
+                f"unknown local file kind {kind!r}; available: {', '.join(self._BUILDERS)}"
+            )
         self.name = kind
         self.kind = kind
         self.files = [str(Path(f).expanduser().resolve()) for f in files]
         self.split_files = {
-            s: [str(Path(f).expanduser().resolve()) for f in fs] for s, fs in (split_files or {}).items()
+            s: [str(Path(f).expanduser().resolve()) for f in fs]
+            for s, fs in (split_files or {}).items()
         }
         if not self.files and not self.split_files:
             raise ValueError(f"source {kind!r} needs files (DataConfig.data_files)")
@@ -459,9 +472,10 @@ class LocalFileSource(TextSource):
             return
         texts = texts_of(self._load(self.files), self.text_field, self.kind)
         for row, text in enumerate(texts):
-            if split == "all" or split_of(
-                f"row:{row}", self.validation_fraction, self.test_fraction
-            ) == split:
+            if (
+                split == "all"
+                or split_of(f"row:{row}", self.validation_fraction, self.test_fraction) == split
+            ):
                 yield text
 
     def fingerprint(self) -> dict[str, Any]:

@@ -151,7 +151,7 @@ def bpe_cache_path(cfg: DataConfig, source_fingerprint: dict) -> Path:
     """Where the ``bpe`` tokenizer for this (source, training bytes, vocab size) is cached."""
     from xdlm.data.cache import stable_hash
 
-    train_bytes = _min_cap(cfg.bpe_train_bytes, cfg.max_train_bytes)
+    train_bytes = bpe_training_bytes(cfg)
     key = stable_hash(
         {
             "recipe": BPE_RECIPE_VERSION,
@@ -163,8 +163,10 @@ def bpe_cache_path(cfg: DataConfig, source_fingerprint: dict) -> Path:
     return cfg.resolved_cache_dir() / "tokenizers" / f"bpe-{cfg.vocab_size}-{key}.json"
 
 
-def _min_cap(a: int | None, b: int | None) -> int | None:
-    caps = [c for c in (a, b) if c is not None]
+def bpe_training_bytes(cfg: DataConfig) -> int | None:
+    """Bytes of training text the ``bpe`` tokenizer learns from: ``bpe_train_bytes`` capped by
+    ``max_train_bytes`` (``None``: all of the training split)."""
+    caps = [c for c in (cfg.bpe_train_bytes, cfg.max_train_bytes) if c is not None]
     return min(caps) if caps else None
 
 
@@ -176,7 +178,11 @@ def _bpe(cfg: DataConfig, training_texts: TrainingTexts, source_fingerprint: dic
 
     def wrap(backend: HFTokenizer, origin: str) -> TextTokenizer:
         return TextTokenizer(
-            backend, name="bpe", bos_token=BPE_BOS, eos_token=BPE_EOS, mask_token=MASK_TOKEN,
+            backend,
+            name="bpe",
+            bos_token=BPE_BOS,
+            eos_token=BPE_EOS,
+            mask_token=MASK_TOKEN,
             origin=origin,
         )
 
@@ -226,7 +232,9 @@ def _from_hub(name: str) -> HFTokenizer:
 
 
 @TOKENIZERS.register("gpt2")
-def _gpt2(cfg: DataConfig, training_texts: TrainingTexts, source_fingerprint: dict) -> TextTokenizer:
+def _gpt2(
+    cfg: DataConfig, training_texts: TrainingTexts, source_fingerprint: dict
+) -> TextTokenizer:
     files = gpt2_files_from_package()
     if files is not None:
         backend, origin = gpt2_from_files(*files), "package"
@@ -240,7 +248,9 @@ def _gpt2(cfg: DataConfig, training_texts: TrainingTexts, source_fingerprint: di
 
 
 @TOKENIZERS.register("bert-base-uncased")
-def _bert(cfg: DataConfig, training_texts: TrainingTexts, source_fingerprint: dict) -> TextTokenizer:
+def _bert(
+    cfg: DataConfig, training_texts: TrainingTexts, source_fingerprint: dict
+) -> TextTokenizer:
     backend = _from_hub("bert-base-uncased")
     return TextTokenizer(
         backend,

@@ -126,6 +126,7 @@ class RunLogger:
         self._stop = False
         self._wake_generation = 0
         self._deferred_signal: int | None = None
+        self._closing_thread: threading.Thread | None = None
 
         # Worker-only state.
         self._batch: list | None = None
@@ -164,13 +165,15 @@ class RunLogger:
         if self._closed:
             return self._warn_closed("log_metrics")
         timestamp = _now_ms()
-        append = self._pending.append
         try:
             step = int(step) if step is not None else 0
-            for key, value in metrics.items():
-                append(("metric", str(key), float(value), timestamp, step))
+            records = [
+                ("metric", str(key), float(value), timestamp, step)
+                for key, value in metrics.items()
+            ]
         except Exception:
-            self._queue_metrics_one_by_one(metrics, step, timestamp)
+            records = self._metric_records_one_by_one(metrics, step, timestamp)
+        self._pending.extend(records)
 
     def log_metric(self, key: str, value: Any, step: int | None = None) -> None:
         self.log_metrics({key: value}, step)
@@ -267,6 +270,7 @@ class RunLogger:
         if self._closed:
             return self._nothing_left()
         self._closed = True
+        self._closing_thread = threading.current_thread()
         self._uninstall_handlers()
         timeout = self.close_timeout_s if timeout is None else timeout
         try:
@@ -311,10 +315,10 @@ class RunLogger:
     def _install_handlers(self) -> None:
         atexit.register(self._at_exit)
         self._atexit_registered = True
-        if threading.current_thread() is not threading.main_thread():
-            return  # signal.signal only works there; sys.excepthook is main-thread only too
         self._previous_excepthook = sys.excepthook
         sys.excepthook = self._excepthook
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal.signal only works there (e.g. not in a Ray Train worker thread)
         for signum in (signal.SIGTERM, signal.SIGINT):
             previous = signal.getsignal(signum)
             if previous is signal.SIG_IGN:
@@ -332,31 +336,31 @@ class RunLogger:
         if self._previous_excepthook is not None and sys.excepthook == self._excepthook:
             sys.excepthook = self._previous_excepthook
         # Restore only where our handler is still the current one; one installed on top of ours
-        # keeps chaining through it, and it passes the signal on once we are closed.
+        # keeps chaining through it, and it passes the signal on once we are closed (the
+        # previous handlers stay recorded for that).
         if threading.current_thread() is threading.main_thread():
-            for signum, previous in list(self._previous_signal_handlers.items()):
+            for signum, previous in self._previous_signal_handlers.items():
                 if signal.getsignal(signum) == self._on_signal:
                     try:
                         signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
                     except (ValueError, OSError):
                         pass
-                    del self._previous_signal_handlers[signum]
 
     def _on_signal(self, signum: int, frame) -> None:
-        if self._closed and not self._closing_done.is_set():
-            # The signal interrupted our own close(): let it finish quickly, then pass the
-            # signal on (from close's finally block).
-            self._deferred_signal = signum
-            return
-        previous = self._previous_signal_handlers.get(signum)
         if not self._closed:
             log.warning("signal %d: ending MLflow run %s as KILLED", signum, self.run_id)
             self.close("KILLED", timeout=self.signal_timeout_s)
-        self._chain_signal(signum, frame, previous)
+        elif not self._closing_done.is_set():
+            if self._closing_thread is threading.current_thread():
+                # The signal interrupted our own close() in this thread: let it cut its wait
+                # short and spill, then pass the signal on from its finally block.
+                self._deferred_signal = signum
+                return
+            self._closing_done.wait(self.signal_timeout_s)  # close() running in another thread
+        self._chain_signal(signum, frame)
 
-    def _chain_signal(self, signum: int, frame, previous: Any = None) -> None:
-        if previous is None:
-            previous = self._previous_signal_handlers.get(signum, signal.SIG_DFL)
+    def _chain_signal(self, signum: int, frame) -> None:
+        previous = self._previous_signal_handlers.get(signum, signal.SIG_DFL)
         if callable(previous):
             previous(signum, frame)
         elif previous is signal.SIG_IGN:
@@ -500,14 +504,15 @@ class RunLogger:
                 self._replay.extend(chunk)
                 return self._replay
             self._leftovers.pop(0).discard()
-        if self._spill.read_offset or self._spill.has_unread():
+        if self._spill.has_unread():
             with self._spill_lock:
                 chunk = self._spill.read_chunk(_SPILL_CHUNK_RECORDS)
-                if chunk:
-                    self._replay.extend(chunk)
-                    return self._replay
-                if not self._spill.has_unread():
-                    self._spill.discard()  # all of it delivered
+            if chunk:
+                self._replay.extend(chunk)
+                return self._replay
+        if self._spill.read_offset:  # read to the end and handed on: the file has done its job
+            with self._spill_lock:
+                self._spill.discard()
         if self._pending:
             return self._pending
         return None
@@ -561,9 +566,12 @@ class RunLogger:
 
     def _drop(self, records: list[tuple], error: BaseException) -> None:
         self.stats["dropped"] += len(records)
-        log.warning(
-            "MLflow refused %s (%s); dropping it", _summarize(records[0]), _describe(error)
-        )
+        dropped = self.stats["dropped"]
+        if dropped <= 10 or dropped % 1000 == 0:  # a deleted run refuses everything: stay terse
+            log.warning(
+                "MLflow refused %s (%s); dropping it (%d dropped so far)",
+                _summarize(records[0]), _describe(error), dropped,
+            )  # fmt: skip
 
     # ------------------------------------------------------------------ spilling
 
@@ -584,7 +592,9 @@ class RunLogger:
                 self._spill.append(self._to_spillable(moved))
                 self.stats["spilled"] += len(moved)
             except OSError as error:
-                log.warning("cannot spill to %s (%s); keeping records in memory", self.spill_path, error)
+                log.warning(
+                    "cannot spill to %s (%s); keeping records in memory", self.spill_path, error
+                )
                 self._pending.extendleft(reversed(moved))
 
     def _to_spillable(self, records: list, keep_markers: bool = True) -> list[tuple]:
@@ -651,7 +661,9 @@ class RunLogger:
 
     # ------------------------------------------------------------------ misc
 
-    def _queue_metrics_one_by_one(self, metrics: Any, step: Any, timestamp: int) -> None:
+    @staticmethod
+    def _metric_records_one_by_one(metrics: Any, step: Any, timestamp: int) -> list[tuple]:
+        """The slow path of log_metrics: keep every usable value, warn about the rest."""
         try:
             step = int(step) if step is not None else 0
         except Exception:
@@ -660,15 +672,15 @@ class RunLogger:
         try:
             items = list(metrics.items())
         except Exception as error:
-            return log.warning("log_metrics: expected a mapping, got %r (%s)", type(metrics), error)
+            log.warning("log_metrics: expected a mapping, got %r (%s)", type(metrics), error)
+            return []
+        records = []
         for key, value in items:
             try:
-                record = ("metric", str(key), float(value), timestamp, step)
+                records.append(("metric", str(key), float(value), timestamp, step))
             except Exception:
                 log.warning("log_metrics: %r=%r is not a number; skipped", key, value)
-                continue
-            if record not in self._pending:  # the fast path may have queued it already
-                self._pending.append(record)
+        return records
 
     def _warn_closed(self, what: str) -> None:
         log.debug("%s after close() ignored (run %s)", what, self.run_id)

@@ -34,6 +34,8 @@ FAST_FAILURE_HTTP_ENV = {
 
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 
+_LOCAL_FILE_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+
 
 def resolve_tracking_uri(run_dir: str | os.PathLike) -> str:
     """``$MLFLOW_TRACKING_URI`` if set (a team server), else a SQLite store inside ``run_dir``.
@@ -73,6 +75,8 @@ def is_transient_error(error: BaseException) -> bool:
     if isinstance(error, MlflowException):
         status = error.get_http_status_code()
         return status >= 500 or status in (408, 429)
+    if isinstance(error, _LOCAL_FILE_ERRORS):
+        return False  # an artifact that vanished or cannot be read will not come back
     return isinstance(error, (OSError, TimeoutError, ConnectionError)) or (
         type(error).__module__.startswith(("requests", "urllib3", "sqlalchemy"))
     )

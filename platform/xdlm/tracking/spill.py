@@ -30,6 +30,9 @@ class SpillFile:
         self.skip_kinds = frozenset(skip_kinds)
         self.read_offset = 0
         self.records_written = 0
+        # Tracked in memory (only this object writes the file) so that has_unread(), asked for
+        # every record the worker batches, costs no system call.
+        self._size = self._stat_size()
 
     def append(self, records: Iterable[tuple]) -> int:
         """Append records (raises OSError if the disk refuses: the caller keeps them in memory)."""
@@ -37,20 +40,21 @@ class SpillFile:
         if not lines:
             return 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as file:
-            file.writelines(lines)
+        with open(self.path, "ab") as file:
+            file.write("".join(lines).encode("utf-8"))
             file.flush()
+            self._size = file.tell()
         self.records_written += len(lines)
         return len(lines)
 
-    def size(self) -> int:
+    def _stat_size(self) -> int:
         try:
             return self.path.stat().st_size
         except FileNotFoundError:
             return 0
 
     def has_unread(self) -> bool:
-        return self.read_offset < self.size()
+        return self.read_offset < self._size
 
     def read_chunk(self, max_records: int) -> list[tuple]:
         """Up to ``max_records`` records from the read offset on, advancing it past them."""
@@ -66,7 +70,10 @@ class SpillFile:
                 if not line:
                     break
                 if not line.endswith(b"\n"):
-                    break  # a line still being written, or cut short by a crash: not yet
+                    # Cut short by a crash mid-write: unusable, and nothing follows it.
+                    log.warning("skipping a truncated last line in %s", self.path)
+                    self.read_offset = self._size = file.tell()
+                    break
                 self.read_offset = file.tell()
                 try:
                     record = tuple(json.loads(line))
@@ -91,6 +98,7 @@ class SpillFile:
         except FileNotFoundError:
             pass
         self.read_offset = 0
+        self._size = 0
 
     def rewrite(self, records: list[tuple]) -> None:
         """Replace the file's whole content with ``records`` (atomically, via a rename)."""
@@ -102,3 +110,4 @@ class SpillFile:
         SpillFile(tmp).append(records)
         os.replace(tmp, self.path)
         self.read_offset = 0
+        self._size = self._stat_size()

@@ -1,0 +1,1 @@
+"""Connecting to Ray (local or a cluster), checking resources, and run storage (local or s3://)."""

@@ -1,0 +1,1 @@
+"""Evaluation: validation / zero-shot NELBO and perplexity, generation quality."""

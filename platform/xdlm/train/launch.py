@@ -1,0 +1,167 @@
+"""The driver of ``xdlm train``: validate, prepare the run record and MLflow run, start Ray Train.
+
+Order matters: everything that can be wrong with the request (config values, an existing run
+without --resume, a resume with another model shape, more workers than the cluster has) is
+checked before any worker starts, and none of those checks writes anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from typing import Any
+
+from xdlm.cluster import storage
+from xdlm.cluster.ray_session import check_resources, ensure_ray
+from xdlm.config import ConfigError, JobConfig, from_dict, to_dict, to_yaml
+
+JOB_FILE = "job.yaml"
+RUN_RECORD = "xdlm_run.json"
+# Sections a resumed run must share with the original: they decide what the checkpoint means.
+FROZEN_ON_RESUME = ("model", "data", "diffusion")
+
+
+@dataclass
+class TrainOutcome:
+    run_dir: str
+    run_id: str | None
+    tracking_uri: str | None
+    checkpoint: str | None
+    metrics: dict[str, Any]
+
+
+def differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new)):
+            out += differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
+
+
+def check_run_dir(job: JobConfig, resume: bool) -> dict[str, Any] | None:
+    """Refuse to overwrite an existing run and to resume an incompatible one; return its record."""
+    run_dir = job.run_dir()
+    record_uri = f"{run_dir}/{RUN_RECORD}"
+    if not storage.exists(record_uri):
+        if resume:
+            raise ConfigError(f"--resume: there is no run named {job.name!r} under {job.cluster.storage_path}")
+        return None
+    if not resume:
+        raise ConfigError(
+            f"name: a run named {job.name!r} already exists at {run_dir}; pass --resume to continue it "
+            "or choose another name (name=...)"
+        )
+    record = json.loads(storage.read_text(record_uri))
+    old = from_dict(record["job"])
+    changed = [d for section in FROZEN_ON_RESUME
+               for d in differences(to_dict(old)[section], to_dict(job)[section], f"{section}.")]
+    if changed:
+        raise ConfigError(
+            f"--resume: run {job.name!r} was trained with a different configuration; its checkpoints "
+            f"cannot be loaded into this one ({'; '.join(changed)})"
+        )
+    return record
+
+
+def default_tracking_uri(job: JobConfig) -> str:
+    if job.tracking.tracking_uri:
+        return job.tracking.tracking_uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    base = job.cluster.storage_path if storage.is_local(job.cluster.storage_path) else "runs"
+    base = os.path.abspath(os.path.expanduser(base))
+    os.makedirs(base, exist_ok=True)
+    return f"sqlite:///{base}/mlflow.db"
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              check=True).stdout.strip()
+    except Exception:
+        return "unknown"
+
+
+def open_mlflow_run(job: JobConfig, tracking_uri: str, record: dict | None, parent_run_id: str | None = None):
+    """Create (or resume) the job's MLflow run and log what is known before training."""
+    from xdlm.tracking.logger import RunLogger
+    from xdlm.tracking.runs import close_stale_runs, make_client, start_run
+
+    client = make_client(tracking_uri)
+    if client.get_experiment_by_name(job.tracking.experiment) is None and tracking_uri.startswith("sqlite"):
+        # sqlite stores put artifacts under ./mlruns of whatever directory you are in: pin them.
+        artifacts = os.path.join(os.path.dirname(tracking_uri.removeprefix("sqlite:///")), "mlartifacts")
+        client.create_experiment(job.tracking.experiment, artifact_location=f"file://{artifacts}")
+    run_id = record.get("mlflow_run_id") if record else None
+    if run_id is None:
+        close_stale_runs(tracking_uri, job.tracking.experiment, job.name)
+    tags = {
+        "xdlm.k": job.diffusion.k, "xdlm.schedule": job.diffusion.schedule, "xdlm.model_size": job.model.size,
+        "xdlm.backbone": job.model.backbone, "xdlm.dataset": job.data.source, "mlflow.source.git.commit": git_commit(),
+    }
+    run_id = start_run(tracking_uri, job.tracking.experiment, job.name, tags, run_id=run_id,
+                       parent_run_id=parent_run_id)
+    logger = RunLogger(tracking_uri, run_id, install_handlers=True, status_at_exit="KILLED")
+    logger.log_params(to_dict(job))
+    logger.log_text(to_yaml(job), "config/job.yaml")
+    return run_id, logger
+
+
+def run_training(job: JobConfig, resume: bool = False, parent_run_id: str | None = None,
+                 tracking: bool = True, extra_callbacks: list | None = None) -> TrainOutcome:
+    """Run ``job`` on Ray Train (local Ray unless cluster.address / RAY_ADDRESS) to completion."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from xdlm.train.loop import train_loop_per_worker
+
+    job.validate()
+    record = check_run_dir(job, resume)
+    ensure_ray(job.cluster.address, object_store_memory_mb=job.cluster.object_store_memory_mb)
+    check_resources(job.cluster.num_workers, job.cluster.cpus_per_worker, job.cluster.use_gpu)
+
+    run_dir = job.run_dir()
+    tracking_uri = default_tracking_uri(job) if tracking else None
+    run_id, logger = open_mlflow_run(job, tracking_uri, record, parent_run_id) if tracking else (None, None)
+    if record is None:
+        storage.write_text(f"{run_dir}/{RUN_RECORD}", json.dumps(
+            {"name": job.name, "mlflow_run_id": run_id, "tracking_uri": tracking_uri, "job": to_dict(job)}, indent=2))
+    storage.write_text(f"{run_dir}/{JOB_FILE}", to_yaml(job))
+
+    spill_dir = os.path.join(os.path.abspath(job.cluster.storage_path), job.name, "mlflow_spill") \
+        if storage.is_local(job.cluster.storage_path) else None
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"job": to_dict(job), "run_id": run_id, "tracking_uri": tracking_uri, "spill_dir": spill_dir},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=job.cluster.num_workers, use_gpu=job.cluster.use_gpu,
+            resources_per_worker={"CPU": job.cluster.cpus_per_worker, **({"GPU": 1} if job.cluster.use_gpu else {})},
+        ),
+        run_config=ray.train.RunConfig(
+            name=job.name,
+            storage_path=job.cluster.storage_path if "://" in job.cluster.storage_path
+            else os.path.abspath(os.path.expanduser(job.cluster.storage_path)),
+            failure_config=ray.train.FailureConfig(max_failures=job.cluster.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=job.train.keep_checkpoints),
+            callbacks=extra_callbacks or None,
+        ),
+    )
+    try:
+        result = trainer.fit()
+    except BaseException as err:
+        if logger is not None:
+            logger.close("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        raise
+    checkpoint = result.checkpoint.path if result.checkpoint is not None else None
+    metrics: dict[str, Any] = dict(result.metrics or {})
+    if logger is not None:
+        if checkpoint:
+            logger.set_tags({"xdlm.final_checkpoint": checkpoint})
+        logger.close("FINISHED")
+        from xdlm.tracking.runs import make_client
+
+        metrics.update(make_client(tracking_uri).get_run(run_id).data.metrics)
+    return TrainOutcome(run_dir, run_id, tracking_uri, checkpoint, metrics)
