@@ -40,6 +40,20 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config(args: argparse.Namespace) -> int:
+    if args.reference:
+        from xdlm.config_reference import reference_markdown
+
+        print(reference_markdown())
+        return 0
+    if not args.job:
+        raise SystemExit("xdlm config: give a job file (or --reference)")
+    from xdlm.config import to_yaml
+
+    print(to_yaml(_load(args)), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xdlm",
@@ -61,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run of the same name from its last checkpoint")
     train.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     train.set_defaults(func=_train)
+
+    config = sub.add_parser("config", help="validate a job and print its resolved configuration")
+    config.add_argument("job", nargs="?", help="job file (YAML)")
+    config.add_argument("overrides", nargs="*", help="dotted.key=value overrides")
+    config.add_argument("--reference", action="store_true", help="print the configuration reference (Markdown)")
+    config.set_defaults(func=_config)
     return parser
 
 

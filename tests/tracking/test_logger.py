@@ -9,7 +9,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from xdlm.tracking import RunLogger, start_run
+from xdlm.tracking import RunLogger, resolve_tracking_uri, start_run
 
 
 @pytest.fixture
@@ -123,3 +123,20 @@ def test_close_restores_signal_handlers_and_excepthook(tracking_uri, run_id, tmp
     logger.close()
     after = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT), sys.excepthook)
     assert after == before
+
+
+def test_local_sqlite_store_keeps_the_run_directory_self_contained(monkeypatch, tmp_path):
+    """Without a tracking server (laptop default) runs and artifacts live in the run dir."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    run_dir = tmp_path / "run"
+    uri = resolve_tracking_uri(run_dir)
+    run_id = start_run(uri, "local", "train")
+    with make_logger(uri, run_id, tmp_path) as logger:
+        logger.log_metrics({"loss": 2.0}, step=0)
+        logger.log_text("hello", "samples/0.txt")
+    client = MlflowClient(uri)
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert [m.value for m in client.get_metric_history(run_id, "loss")] == [2.0]
+    assert (
+        run_dir / "artifacts" / run_id / "artifacts" / "samples" / "0.txt"
+    ).read_text() == "hello"

@@ -16,27 +16,41 @@ Modules: ``config`` (DataConfig), ``sources`` (SOURCES registry), ``tokenizers``
 registry, TextTokenizer), ``cache`` (atomic token arrays), ``packing``, ``loader``, ``build``.
 """
 
-from xdlm.data.build import Datasets, TokenBlocks, build_datasets, build_token_blocks
-from xdlm.data.config import DataConfig
-from xdlm.data.loader import (
-    EvalBatches,
-    TrainBatches,
-    UnigramBaseline,
-    unigram_baseline,
-    unigram_distribution,
-    unigram_entropy,
-)
-from xdlm.data.packing import BlockPacker, pack_documents
-from xdlm.data.sources import SOURCES, TextSource, make_source
-from xdlm.data.tokenizers import TOKENIZERS, TextTokenizer, load_tokenizer
+from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Exports are resolved lazily (PEP 562) so that ``from xdlm.data.config import DataConfig``, used
+# by the job config and the CLI, does not import torch, numpy or tokenizers.
+_EXPORTS = {
+    "Datasets": "xdlm.data.build",
+    "TokenBlocks": "xdlm.data.build",
+    "build_datasets": "xdlm.data.build",
+    "build_token_blocks": "xdlm.data.build",
+    "DataConfig": "xdlm.data.config",
+    "EvalBatches": "xdlm.data.loader",
+    "TrainBatches": "xdlm.data.loader",
+    "UnigramBaseline": "xdlm.data.loader",
+    "unigram_baseline": "xdlm.data.loader",
+    "unigram_distribution": "xdlm.data.loader",
+    "unigram_entropy": "xdlm.data.loader",
+    "BlockPacker": "xdlm.data.packing",
+    "pack_documents": "xdlm.data.packing",
+    "SOURCES": "xdlm.data.sources",
+    "TextSource": "xdlm.data.sources",
+    "make_source": "xdlm.data.sources",
+    "TOKENIZERS": "xdlm.data.tokenizers",
+    "TextTokenizer": "xdlm.data.tokenizers",
+    "load_tokenizer": "xdlm.data.tokenizers",
+}
 __all__ = [
-    "SOURCES",
-    "TOKENIZERS",
     "BlockPacker",
     "DataConfig",
     "Datasets",
     "EvalBatches",
+    "SOURCES",
+    "TOKENIZERS",
     "TextSource",
     "TextTokenizer",
     "TokenBlocks",
@@ -51,3 +65,32 @@ __all__ = [
     "unigram_distribution",
     "unigram_entropy",
 ]
+
+if TYPE_CHECKING:
+    from xdlm.data.build import Datasets, TokenBlocks, build_datasets, build_token_blocks
+    from xdlm.data.config import DataConfig
+    from xdlm.data.loader import (
+        EvalBatches,
+        TrainBatches,
+        UnigramBaseline,
+        unigram_baseline,
+        unigram_distribution,
+        unigram_entropy,
+    )
+    from xdlm.data.packing import BlockPacker, pack_documents
+    from xdlm.data.sources import SOURCES, TextSource, make_source
+    from xdlm.data.tokenizers import TOKENIZERS, TextTokenizer, load_tokenizer
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'xdlm.data' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

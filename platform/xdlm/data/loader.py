@@ -5,7 +5,8 @@
   ``world_size`` equal, disjoint, contiguous slices of that permutation (the
   ``num_blocks % world_size`` left over are skipped that epoch, different ones each epoch). Its
   position is ``(epoch, batch_index)``: ``state_dict()`` / ``load_state_dict()`` carry it into a
-  checkpoint so a resumed run yields exactly the batches the uninterrupted one would have.
+  checkpoint so a resumed run yields exactly the batches the uninterrupted one would have
+  (given the same layout; after an elastic restart it keeps the epoch and its fraction).
 * ``EvalBatches``: fixed order, no shuffle, re-iterable, sharded the same way (each rank gets the
   same number of blocks so collective ops stay in step); the last batch may be shorter.
 * ``unigram_baseline``: the perplexity of the best context-free model, the bar a trained model

@@ -104,6 +104,9 @@ class XDLM:
         *,
         compute_dtype: torch.dtype | None = None,
         validate: bool = True,
+        backend: str = "torch",
+        inplace_backward: bool = False,
+        chunk_tokens: int | None = None,
     ) -> torch.Tensor:
         """Per-token continuous-time NELBO integrand l_t (docs/math.md): returns [...].
 
@@ -112,6 +115,12 @@ class XDLM:
         Computed in float32 whatever the logits' dtype (float64 if the logits are float64 or
         ``compute_dtype=torch.float64``).  ``validate=False`` skips the host-synchronising checks
         in a training hot path whose inputs are known to be valid.
+
+        backend: ``torch`` (the eager reference, default), ``chunked`` (token chunks, peak extra
+        memory O(chunk x N)), ``triton`` (fused kernels) or ``auto`` (triton on CUDA, chunked
+        elsewhere); same values and gradients (docs/kernels.md).  ``inplace_backward`` (not for
+        ``torch``) writes d loss / d logits into the logits' storage, destroying them: only for
+        logits nothing else reads.  ``chunk_tokens``: rows per chunk of the chunked paths.
         """
         dtype = compute_dtype or (torch.float64 if logits.dtype == torch.float64 else torch.float32)
         if validate:
@@ -122,8 +131,97 @@ class XDLM:
             self._check_clean(x0)
         alpha_t = self._alpha("alpha_t", alpha_t, x0, dtype, validate)
         dalpha_t = self._as_tensor("dalpha_t", dalpha_t, x0, dtype, validate)
-        return nelbo_torch(
-            logits.to(dtype), x0, z_t, alpha_t, dalpha_t, self.vocab_size, self.mask_id, self.k
+        if backend == "torch" and not inplace_backward:
+            return nelbo_torch(
+                logits.to(dtype), x0, z_t, alpha_t, dalpha_t, self.vocab_size, self.mask_id, self.k
+            )
+        if backend == "torch":
+            raise ValueError("inplace_backward=True needs backend 'auto', 'chunked' or 'triton'")
+        from xdlm import kernels  # layer 1 (fast paths) on top of this math: imported on use
+
+        return kernels.nelbo(
+            logits, x0, z_t, alpha_t, dalpha_t, self.vocab_size, self.mask_id, self.k,
+            backend=backend, dtype=dtype, inplace_backward=inplace_backward,
+            chunk_tokens=chunk_tokens,
+        )
+
+    def linear_nelbo(
+        self,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        x0: torch.Tensor,
+        z_t: torch.Tensor,
+        alpha_t: Scalar,
+        dalpha_t: Scalar,
+        bias: torch.Tensor | None = None,
+        *,
+        backend: str = "auto",
+        compute_dtype: torch.dtype | None = None,
+        validate: bool = True,
+        chunk_tokens: int | None = None,
+    ) -> torch.Tensor:
+        """l_t for logits = hidden @ weight.T + bias (an ``nn.Linear(D, N)`` output head) without
+        materialising the [..., N] logits: the head and the loss run fused over token chunks.
+
+        hidden: [..., D]; weight: [N, D]; bias: [N] or None; the rest as in ``nelbo``.  Gradients
+        reach hidden, weight and bias.  backend ``torch`` materialises the logits (reference).
+        """
+        dtype = compute_dtype or (torch.float64 if hidden.dtype == torch.float64 else torch.float32)
+        if validate:
+            checks.check_same_shape("z_t", z_t, "x0", x0)
+            checks.check_tokens("x0", x0, self.vocab_size)
+            checks.check_tokens("z_t", z_t, self.vocab_size)
+            self._check_clean(x0)
+        alpha_t = self._alpha("alpha_t", alpha_t, x0, dtype, validate)
+        dalpha_t = self._as_tensor("dalpha_t", dalpha_t, x0, dtype, validate)
+        from xdlm import kernels
+
+        return kernels.linear_nelbo(
+            hidden, weight, bias, x0, z_t, alpha_t, dalpha_t, self.vocab_size, self.mask_id,
+            self.k, backend=backend, dtype=dtype, chunk_tokens=chunk_tokens,
+        )
+
+    # -- sampling --------------------------------------------------------------------------
+    def sample_step(
+        self,
+        logits: torch.Tensor,
+        z_t: torch.Tensor,
+        alpha_s: Scalar,
+        alpha_t: Scalar,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+        *,
+        backend: str = "auto",
+        greedy: bool = False,
+        gumbel_float64: bool = True,
+        validate: bool = True,
+        chunk_tokens: int | None = None,
+    ):
+        """One reverse step z_t -> z_s ~ q(z_s | z_t, x = p), p the model's clean distribution
+        (nucleus-truncated to ``top_p`` when given), without a [..., N] probability tensor.
+
+        logits: [..., N]; z_t: [...]; alpha_s >= alpha_t, each a float, [B, 1] or [B, L].
+        Returns ``SampleStep(tokens, prob)``: z_s [...] and p(z_s) [...] (the model's clean
+        probability of the returned token, 0 for [MASK]; for confidence-based samplers).
+        ``greedy``: the posterior's argmax instead of a draw.  backend ``torch`` is the dense
+        reference (bit-identical to the former sampler code); ``chunked`` / ``triton`` stream the
+        vocabulary and agree with it in distribution.
+        """
+        if validate:
+            checks.check_tokens("z_t", z_t, self.vocab_size)
+            checks.check_vocab_dim("logits", logits, self.vocab_size, z_t.shape)
+            if top_p is not None and not 0.0 < top_p <= 1.0:
+                raise ValueError(f"top_p must be in (0, 1] or None, got {top_p}")
+        alpha_s = self._alpha("alpha_s", alpha_s, z_t, torch.float64, validate)
+        alpha_t = self._alpha("alpha_t", alpha_t, z_t, torch.float64, validate)
+        if validate and bool((alpha_s < alpha_t).any()):
+            raise ValueError("alpha_s must be >= alpha_t: the posterior steps back in time (s < t)")
+        from xdlm import kernels
+
+        return kernels.sample_step(
+            logits, z_t, alpha_s, alpha_t, self.vocab_size, self.mask_id, self.k,
+            top_p=top_p, generator=generator, backend=backend, greedy=greedy,
+            gumbel_float64=gumbel_float64, chunk_tokens=chunk_tokens,
         )
 
     # -- helpers ---------------------------------------------------------------------------

@@ -97,17 +97,36 @@ def call_with_retries(fn: Callable[[], T], retry_for_s: float, what: str) -> T:
             delay = min(delay * 2, 10.0)
 
 
-def get_or_create_experiment(client: MlflowClient, experiment_name: str) -> str:
+def local_artifact_location(tracking_uri: str) -> str | None:
+    """For a ``sqlite:///`` store, an ``artifacts`` directory next to the database file.
+
+    Without it MLflow would put a local store's artifacts under the current directory (wherever
+    the job happened to start); next to the database, a run directory stays self-contained.
+    Servers decide their artifact location themselves: None.
+    """
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        return None
+    database = Path(tracking_uri[len(prefix) :])
+    return (database.parent / "artifacts").resolve().as_uri()
+
+
+def get_or_create_experiment(
+    client: MlflowClient, experiment_name: str, artifact_location: str | None = None
+) -> str:
     """The experiment's id, creating it (or restoring a deleted one) as needed.
 
     Ray Tune's ``setup_mlflow`` raises unless the experiment already exists, so drivers call
     this before launching trials. Concurrent creators (sweep trials) are fine: whoever loses the
-    race reads the winner's experiment.
+    race reads the winner's experiment. ``artifact_location`` only applies to a new experiment
+    (default: ``local_artifact_location`` of the client's tracking URI).
     """
+    if artifact_location is None:
+        artifact_location = local_artifact_location(client.tracking_uri)
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
         try:
-            return client.create_experiment(experiment_name)
+            return client.create_experiment(experiment_name, artifact_location=artifact_location)
         except MlflowException as error:
             if error.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise

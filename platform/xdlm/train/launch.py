@@ -111,7 +111,8 @@ def open_mlflow_run(job: JobConfig, tracking_uri: str, record: dict | None, pare
 
 
 def run_training(job: JobConfig, resume: bool = False, parent_run_id: str | None = None,
-                 tracking: bool = True, extra_callbacks: list | None = None) -> TrainOutcome:
+                 tracking: bool = True, extra_callbacks: list | None = None,
+                 fault: dict | None = None) -> TrainOutcome:
     """Run ``job`` on Ray Train (local Ray unless cluster.address / RAY_ADDRESS) to completion."""
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -135,7 +136,8 @@ def run_training(job: JobConfig, resume: bool = False, parent_run_id: str | None
         if storage.is_local(job.cluster.storage_path) else None
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"job": to_dict(job), "run_id": run_id, "tracking_uri": tracking_uri, "spill_dir": spill_dir},
+        train_loop_config={"job": to_dict(job), "run_id": run_id, "tracking_uri": tracking_uri, "spill_dir": spill_dir,
+                           "fault": fault},
         scaling_config=ray.train.ScalingConfig(
             num_workers=job.cluster.num_workers, use_gpu=job.cluster.use_gpu,
             resources_per_worker={"CPU": job.cluster.cpus_per_worker, **({"GPU": 1} if job.cluster.use_gpu else {})},

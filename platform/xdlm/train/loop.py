@@ -13,6 +13,7 @@ run replays exactly what an uninterrupted one would have done.
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -108,6 +109,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     while counters.step < job.train.steps:
         step = counters.step
+        maybe_inject_fault(loop_config.get("fault"), step, rank, world)
         # 1. antithetic times over the global batch; this worker's strided slice per micro-step
         t_global = time_sampling.antithetic_times(
             job.train.global_batch, job.diffusion.t_min,
@@ -127,7 +129,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             with (contextlib.nullcontext() if sync else train_model.no_sync()), autocast_context(job, device):
                 loss = objective(train_model, x0, t, noise)
             (loss / accum).backward()
-            step_loss += float(loss) / accum
+            step_loss += loss.detach().item() / accum
         # 3. update
         grad_norm = torch.nn.utils.clip_grad_norm_(
             model.parameters(), job.optim.grad_clip if job.optim.grad_clip > 0 else float("inf")
@@ -167,6 +169,17 @@ def train_loop_per_worker(loop_config: dict) -> None:
             break
 
     tracker.finish(model, ema, objective, process, schedule, data, job, device)
+
+
+def maybe_inject_fault(fault: dict | None, step: int, rank: int, world: int) -> None:
+    """Failure drill: ``{"at_step": n, "marker": path}`` kills the last worker once at step n (the
+    marker file records that it happened) to exercise FailureConfig end to end."""
+    if not fault or step != fault["at_step"] or rank != world - 1 or os.path.exists(fault["marker"]):
+        return
+    marker = fault["marker"]
+    with open(marker, "w") as f:
+        f.write(f"killed rank {rank} at step {step}\n")
+    os._exit(1)
 
 
 def validate(model, ema, objective, data, job: JobConfig, rank, world, device) -> dict[str, float]:

@@ -1,0 +1,100 @@
+"""End to end on a real local Ray: 2-worker DDP runs, MLflow contents, exact resume, a worker
+killed mid-run, and the refusals that must happen before any worker starts."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from xdlm.config import ConfigError
+from xdlm.train.checkpoint import read_checkpoint
+from xdlm.train.launch import RUN_RECORD, run_training
+from xdlm.train.restore import latest_checkpoint
+
+pytestmark = pytest.mark.slow
+
+
+def final_state(run_dir: str) -> dict:
+    return read_checkpoint(latest_checkpoint(run_dir))
+
+
+def test_two_worker_run_is_tracked_in_mlflow(ray_session, small_job):
+    from mlflow.tracking import MlflowClient
+
+    job = small_job(name="tracked")
+    outcome = run_training(job)
+    state = final_state(outcome.run_dir)
+    assert state["counters"] == {"step": 6, "tokens": 6 * 8 * 32}
+    assert len(state["data"]) == 2  # both workers' data positions are in the checkpoint
+    # keep_checkpoints=3 of the ones at steps 2, 4, 6
+    assert len([p for p in Path(outcome.run_dir).glob("checkpoint_*") if p.is_dir()]) == 3
+
+    client = MlflowClient(outcome.tracking_uri)
+    run = client.get_run(outcome.run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == "tracked"
+    for key in ("train/loss", "val/nelbo", "val/ppl", "lr", "grad_norm", "tokens", "flops",
+                "throughput/tokens_per_s", "val/unigram_ppl", "gen/entropy_2steps"):
+        assert key in run.data.metrics, key
+    history = client.get_metric_history(outcome.run_id, "train/loss")
+    assert [m.step for m in history] == [1, 2, 3, 4, 5, 6]
+    assert [m.step for m in client.get_metric_history(outcome.run_id, "val/nelbo")] == [3, 6]
+    assert run.data.params["diffusion.k"] == "0.1" and run.data.params["model.hidden"] == "64"
+    assert run.data.tags["xdlm.k"] == "0.1" and run.data.tags["xdlm.schedule"] == "loglinear"
+    assert run.data.tags["xdlm.final_checkpoint"].startswith(outcome.run_dir)
+    artifacts = {a.path for a in client.list_artifacts(outcome.run_id)}
+    assert {"config", "samples", "final_metrics.json"} <= artifacts
+    samples = client.list_artifacts(outcome.run_id, "samples")
+    assert len(samples) == 2  # evaluations at steps 3 and 6
+
+
+def test_resume_is_bit_exact(ray_session, small_job):
+    """Stopped at step n and resumed to 2n == an uninterrupted run to 2n, bit for bit."""
+    straight = run_training(small_job("train.steps=6", name="straight"), tracking=False)
+    first = small_job("train.steps=3", name="resumed")
+    run_training(first, tracking=False)
+    assert final_state(first.run_dir())["counters"]["step"] == 3
+    resumed = run_training(small_job("train.steps=6", name="resumed"), resume=True, tracking=False)
+    a, b = final_state(straight.run_dir), final_state(resumed.run_dir)
+    assert b["counters"] == a["counters"]
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    for x, y in zip(a["ema"]["shadow"], b["ema"]["shadow"], strict=True):
+        assert torch.equal(x, y)
+    assert a["data"] == b["data"]
+
+
+def test_killed_worker_recovers_from_the_last_checkpoint(ray_session, small_job, tmp_path):
+    marker = tmp_path / "killed.txt"
+    job = small_job("cluster.max_failures=1", name="chaos")
+    outcome = run_training(job, tracking=False, fault={"at_step": 4, "marker": str(marker)})
+    assert marker.read_text().startswith("killed rank 1 at step 4")
+    assert final_state(outcome.run_dir)["counters"]["step"] == 6
+
+
+def test_refusals_happen_before_any_worker_starts(ray_session, small_job):
+    job = small_job(name="guarded")
+    run_training(job, tracking=False)
+    record = Path(job.run_dir()) / RUN_RECORD
+    before = record.read_text()
+    checkpoints = sorted(p.name for p in Path(job.run_dir()).glob("checkpoint_*/"))
+
+    with pytest.raises(ConfigError, match="already exists.*pass --resume"):
+        run_training(small_job(name="guarded"), tracking=False)
+    with pytest.raises(ConfigError, match=r"different configuration.*model.hidden: 64 -> 128"):
+        run_training(small_job("model.hidden=128", name="guarded"), resume=True, tracking=False)
+    with pytest.raises(ConfigError, match="no run named 'ghost'"):
+        run_training(small_job(name="ghost"), resume=True, tracking=False)
+    started = time.monotonic()
+    with pytest.raises(ValueError, match=r"needs 8 CPUs \(8 workers x 1\).*has 2 CPUs and 0 GPUs"):
+        run_training(small_job("cluster.num_workers=8", "cluster.cpus_per_worker=1", "train.global_batch=16",
+                               name="too-big"), tracking=False)
+    assert time.monotonic() - started < 10  # fails fast, never waits for resources
+    # nothing was overwritten
+    assert record.read_text() == before
+    assert sorted(p.name for p in Path(job.run_dir()).glob("checkpoint_*/")) == checkpoints
+    assert not (Path(job.cluster.storage_path) / "too-big").exists()
+    assert json.loads(before)["job"]["model"]["hidden"] == 64
