@@ -40,6 +40,35 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    import json
+
+    from xdlm.eval.offline import evaluate_run
+
+    metrics = evaluate_run(
+        args.run, eval_sets=args.sets.split(",") if args.sets else None,
+        sample_steps=[int(s) for s in args.steps.split(",")] if args.steps else None,
+        num_samples=args.num_samples, max_batches=args.max_batches, evaluator=args.evaluator,
+        storage_path=args.storage_path,
+    )
+    for key, value in metrics.items():
+        print(f"{key:36s} {value:12.4f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(metrics, f, indent=2)
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from xdlm.eval.offline import sample_run
+
+    texts = sample_run(args.run, num_samples=args.num_samples, steps=args.steps, prefix=args.prefix,
+                       top_p=args.top_p, seed=args.seed, storage_path=args.storage_path)
+    for i, text in enumerate(texts):
+        print(f"--- sample {i} ({args.steps} steps)\n{text}")
+    return 0
+
+
 def _config(args: argparse.Namespace) -> int:
     if args.reference:
         from xdlm.config_reference import reference_markdown
@@ -75,6 +104,27 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run of the same name from its last checkpoint")
     train.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     train.set_defaults(func=_train)
+
+    evaluate = sub.add_parser("eval", help="zero-shot perplexity and generation quality of a trained run")
+    evaluate.add_argument("run", help="run directory, or run name under --storage-path")
+    evaluate.add_argument("--sets", help="comma-separated eval sets (default: the job's data.eval_sets)")
+    evaluate.add_argument("--steps", help="comma-separated sampler steps (default: the job's eval.sample_steps)")
+    evaluate.add_argument("--num-samples", type=int, help="samples per step count")
+    evaluate.add_argument("--max-batches", type=int, default=50, help="batches per eval set")
+    evaluate.add_argument("--evaluator", help="run directory of a causal evaluator (jobs/ar_evaluator.yaml)")
+    evaluate.add_argument("--storage-path", default="runs")
+    evaluate.add_argument("--json", help="also write the metrics to this JSON file")
+    evaluate.set_defaults(func=_eval)
+
+    sample = sub.add_parser("sample", help="generate text with a trained diffusion run")
+    sample.add_argument("run", help="run directory, or run name under --storage-path")
+    sample.add_argument("--steps", type=int, default=32, help="sampler steps (network calls)")
+    sample.add_argument("--num-samples", type=int, default=4)
+    sample.add_argument("--prefix", help="text the samples start with (kept fixed while sampling)")
+    sample.add_argument("--top-p", type=float)
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--storage-path", default="runs")
+    sample.set_defaults(func=_sample)
 
     config = sub.add_parser("config", help="validate a job and print its resolved configuration")
     config.add_argument("job", nargs="?", help="job file (YAML)")
