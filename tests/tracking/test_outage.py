@@ -1,6 +1,6 @@
 """The tracking server goes away mid-run: training must not notice, and no metric may be lost.
 
-These tests stop and restart their own server (own port and store), never the shared one.
+The outage test stops and restarts its own server (own port and store), never the shared one.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import pytest
 from mlflow import MlflowClient
 
 from xdlm.tracking import LocalMlflowServer, RunLogger, start_run
+from xdlm.tracking.server import find_free_port
 
 MAX_CALL_S = 0.005
 
@@ -109,25 +110,26 @@ def test_metrics_logged_during_outage_are_delivered_after_restart(
 
 
 def test_records_still_undelivered_at_close_are_replayed_by_the_next_logger(
-    outage_server: LocalMlflowServer, tmp_path
+    tracking_uri, experiment_name, tmp_path
 ):
-    uri = outage_server.url
-    spill_dir = tmp_path / "spill"
-    run_id = start_run(uri, "outage", "resume")
-    logger = RunLogger(uri, run_id, spill_dir=spill_dir, install_handlers=False)
+    """Server unreachable until the process ends: the next logger of the run delivers it all.
 
-    outage_server.stop()
+    "Unreachable" is a port nobody listens on, so the shared server can serve the second half.
+    """
+    spill_dir = tmp_path / "spill"
+    run_id = start_run(tracking_uri, experiment_name, "resume")
+    unreachable = f"http://127.0.0.1:{find_free_port()}"
+    logger = RunLogger(unreachable, run_id, spill_dir=spill_dir, install_handlers=False)
     for step in range(100):
         logger.log_metrics({"loss": float(step)}, step=step)
     logger.log_params({"optim": {"lr": 0.01}})
     logger.log_text("kept on disk", "notes.txt")
-    assert not logger.close("FINISHED", timeout=1.0)  # server down: spilled, not lost
+    assert not logger.close("FINISHED", timeout=1.0)  # nothing delivered: spilled, not lost
     assert (spill_dir / f"{run_id}.jsonl").exists()
 
-    outage_server.start()
-    client = MlflowClient(uri)
+    client = MlflowClient(tracking_uri)
     assert client.get_run(run_id).info.status == "RUNNING"  # the end status is not replayed
-    with RunLogger(uri, run_id, spill_dir=spill_dir, install_handlers=False) as resumed:
+    with RunLogger(tracking_uri, run_id, spill_dir=spill_dir, install_handlers=False) as resumed:
         assert resumed.flush(timeout=60)
         resumed.log_metrics({"loss": 100.0}, step=100)
 

@@ -98,3 +98,23 @@ def test_refusals_happen_before_any_worker_starts(ray_session, small_job):
     assert sorted(p.name for p in Path(job.run_dir()).glob("checkpoint_*/")) == checkpoints
     assert not (Path(job.cluster.storage_path) / "too-big").exists()
     assert json.loads(before)["job"]["model"]["hidden"] == 64
+
+
+def test_checkpoints_to_s3_and_resume_from_there(ray_session, small_job, s3_endpoint, tmp_path):
+    import boto3
+
+    prefix = f"s3://{s3_endpoint['bucket']}/runs"
+    tracking = f"tracking.tracking_uri=sqlite:///{tmp_path}/mlflow.db"
+    first = small_job("train.steps=2", f"cluster.storage_path={prefix}", tracking, name="on-s3")
+    run_training(first)
+    resumed = run_training(small_job("train.steps=4", f"cluster.storage_path={prefix}", tracking, name="on-s3"),
+                           resume=True)
+    assert resumed.checkpoint.startswith(f"{s3_endpoint['bucket']}/runs/on-s3/checkpoint_")
+    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(
+        Bucket=s3_endpoint["bucket"], Prefix="runs/on-s3/")["Contents"]]
+    assert "runs/on-s3/xdlm_run.json" in keys
+    states = sorted(k for k in keys if k.endswith("/state.pt"))
+    assert len(states) == 2  # checkpoints at steps 2 and 4
+    body = boto3.client("s3").get_object(Bucket=s3_endpoint["bucket"], Key=states[-1])["Body"].read()
+    (tmp_path / "state.pt").write_bytes(body)
+    assert torch.load(tmp_path / "state.pt", weights_only=False)["counters"]["step"] == 4

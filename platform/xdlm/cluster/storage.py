@@ -1,47 +1,70 @@
-"""Small files in a run's storage (a local path or s3://...), through pyarrow's filesystems, the
-same layer Ray Train uses for checkpoints (so AWS_ENDPOINT_URL etc. apply to both)."""
+"""Small files in a run's storage: a local path or s3://bucket/key.
+
+Local writes go through a temp file renamed into place; S3 writes are one PUT (S3 never shows a
+partial object). boto3 reads the usual AWS_* variables, AWS_ENDPOINT_URL included, as Ray's own
+checkpoint uploads do, so one environment serves both.
+"""
 
 from __future__ import annotations
 
 import os
 import uuid
-
-import pyarrow.fs as pafs
-
-
-def _resolve(uri: str) -> tuple[pafs.FileSystem, str]:
-    if "://" not in uri:
-        return pafs.LocalFileSystem(), os.path.abspath(uri)
-    return pafs.FileSystem.from_uri(uri)
-
-
-def exists(uri: str) -> bool:
-    fs, path = _resolve(uri)
-    return fs.get_file_info(path).type != pafs.FileType.NotFound
-
-
-def read_text(uri: str) -> str:
-    fs, path = _resolve(uri)
-    with fs.open_input_stream(path) as f:
-        return f.read().decode()
-
-
-def write_text(uri: str, text: str) -> None:
-    """Whole-or-nothing: a temp file renamed into place locally; one PUT on object stores."""
-    fs, path = _resolve(uri)
-    parent = path.rsplit("/", 1)[0]
-    fs.create_dir(parent, recursive=True)
-    if isinstance(fs, pafs.LocalFileSystem):
-        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        return
-    with fs.open_output_stream(path) as f:
-        f.write(text.encode())
+from urllib.parse import urlparse
 
 
 def is_local(uri: str) -> bool:
     return "://" not in uri or uri.startswith("file://")
+
+
+def _local_path(uri: str) -> str:
+    return os.path.abspath(os.path.expanduser(uri.removeprefix("file://")))
+
+
+def _bucket_key(uri: str) -> tuple[str, str]:
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3":
+        raise ValueError(f"cluster.storage_path: {uri!r} must be a local path or s3://bucket/prefix")
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+def _s3():
+    import boto3
+
+    return boto3.client("s3")
+
+
+def exists(uri: str) -> bool:
+    if is_local(uri):
+        return os.path.exists(_local_path(uri))
+    bucket, key = _bucket_key(uri)
+    try:
+        _s3().head_object(Bucket=bucket, Key=key)
+        return True
+    except Exception as err:  # botocore ClientError 404
+        if getattr(err, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+
+
+def read_text(uri: str) -> str:
+    if is_local(uri):
+        with open(_local_path(uri)) as f:
+            return f.read()
+    bucket, key = _bucket_key(uri)
+    return _s3().get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+
+
+def write_text(uri: str, text: str) -> None:
+    """Whole-or-nothing write of a small text file."""
+    if not is_local(uri):
+        bucket, key = _bucket_key(uri)
+        _s3().put_object(Bucket=bucket, Key=key, Body=text.encode())
+        return
+    path = _local_path(uri)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -77,7 +77,8 @@ class RunLogger:
         run_id: an existing run (see ``xdlm.tracking.runs.start_run``).
         spill_dir: where undelivered records overflow to (one ``<run_id>.jsonl`` per run). Put it
             in the run directory so a resumed run finds and replays it.
-        max_queued_records: in-memory cap; beyond it the oldest records spill to disk.
+        max_queued_records: in-memory cap (at least 2000); beyond it the oldest records spill
+            to disk.
         install_handlers: end the run on uncaught exceptions (FAILED) and SIGTERM/SIGINT
             (KILLED), flush at exit. Signal handlers only go in from the main thread; previous
             handlers are chained, not replaced.
@@ -147,16 +148,18 @@ class RunLogger:
         self._logged_params: dict[str, str] = {}
         self.stats = {"delivered": 0, "dropped": 0, "spilled": 0, "failed_requests": 0}
 
+        # Daemon: a logger nobody closed must not keep the interpreter alive; atexit closes it.
+        self._worker = threading.Thread(
+            target=self._work, name=f"xdlm-mlflow-{run_id[:8]}", daemon=True
+        )
+        self._worker.start()
+
+        # Last, so that a signal arriving from here on finds a complete logger to close.
         self._previous_signal_handlers: dict[int, Any] = {}
         self._previous_excepthook = None
         self._atexit_registered = False
         if install_handlers:
             self._install_handlers()
-
-        self._worker = threading.Thread(
-            target=self._work, name=f"xdlm-mlflow-{run_id[:8]}", daemon=True
-        )
-        self._worker.start()
 
     # ------------------------------------------------------------------ caller-side API
 

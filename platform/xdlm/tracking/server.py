@@ -44,7 +44,7 @@ class LocalMlflowServer:
         root_dir: str | os.PathLike,
         host: str = "127.0.0.1",
         port: int | None = None,
-        startup_timeout_s: float = 60.0,
+        startup_timeout_s: float = 120.0,
     ) -> None:
         self.root_dir = Path(root_dir).resolve()
         self.host = host
