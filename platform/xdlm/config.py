@@ -12,7 +12,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -76,13 +76,13 @@ class TrainConfig:
     keep_checkpoints: int = 3
     deepspeed: dict[str, Any] = field(default_factory=dict)
     """DeepSpeed config passthrough (GPU only), e.g. {zero_optimization: {stage: 2}}; empty = DDP."""
-    max_time_s: Optional[float] = None
+    max_time_s: float | None = None
     """Stop (with a checkpoint) after this much wall time."""
 
 
 @dataclass
 class ClusterConfig:
-    address: Optional[str] = None
+    address: str | None = None
     """Ray cluster address; None: RAY_ADDRESS, else a local Ray started by the CLI."""
     num_workers: int = 2
     use_gpu: bool = False
@@ -97,7 +97,7 @@ class ClusterConfig:
 
 @dataclass
 class TrackingConfig:
-    tracking_uri: Optional[str] = None
+    tracking_uri: str | None = None
     """MLflow tracking URI; None: MLFLOW_TRACKING_URI, else sqlite under the storage path."""
     experiment: str = "xdlm"
     log_samples: int = 4
@@ -110,8 +110,8 @@ class EvalConfig:
     """Sampler steps for generation quality (generative PPL + unigram entropy)."""
     num_samples: int = 16
     sampler: str = "ancestral"
-    top_p: Optional[float] = None
-    evaluator: Optional[str] = None
+    top_p: float | None = None
+    evaluator: str | None = None
     """Generative-PPL scorer: a run directory of a causal model (jobs/ar_evaluator.yaml), an HF
     causal LM name (needs a network), or None to skip generative PPL."""
     zero_shot: bool = True

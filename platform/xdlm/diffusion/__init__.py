@@ -6,8 +6,11 @@
 - ``sampling``: samplers (registry).
 """
 
-from xdlm.diffusion import schedules, time_sampling
+from xdlm.diffusion import (
+    sampling,  # noqa: E402  (imports XDLM)
+    schedules,
+    time_sampling,
+)
 from xdlm.diffusion.process import XDLM
-from xdlm.diffusion import sampling  # noqa: E402  (imports XDLM)
 
 __all__ = ["XDLM", "schedules", "time_sampling", "sampling"]

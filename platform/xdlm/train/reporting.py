@@ -10,8 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from xdlm.config import JobConfig
 from xdlm.eval.generation import generate, generative_perplexity, unigram_entropy
 from xdlm.eval.likelihood import nelbo_sums, perplexity
