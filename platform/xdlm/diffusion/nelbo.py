@@ -45,7 +45,7 @@ def log_ratio(alpha: torch.Tensor, vocab_size: int, k: float) -> torch.Tensor | 
     if k == 0.0:
         return None
     beta = (1.0 - alpha).clamp_min(torch.finfo(alpha.dtype).tiny)
-    return math.log(vocab_size / k) + torch.log(alpha) - torch.log(beta)
+    return math.log(vocab_size) - math.log(k) + torch.log(alpha) - torch.log(beta)
 
 
 def clean_log_partition(logits: torch.Tensor, mask_id: int) -> torch.Tensor:
