@@ -83,6 +83,44 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    """``xdlm sweep SWEEP.yaml [k=v ...]``, ``xdlm sweep --resume NAME``, ``xdlm sweep report NAME``."""
+    from pathlib import Path
+
+    from xdlm.tune.report import build_report
+    from xdlm.tune.runner import resume_sweep, run_sweep
+
+    if args.resume:
+        if args.target:
+            raise SystemExit("xdlm sweep: --resume NAME takes no sweep file or overrides")
+        outcome = resume_sweep(args.resume, storage_path=args.storage, address=args.address)
+    elif args.target and args.target[0] == "report":
+        if len(args.target) != 2:
+            raise SystemExit("xdlm sweep report: give one sweep NAME (or its directory)")
+        from xdlm.tune.layout import locate
+
+        report = build_report(locate(args.target[1], args.storage), log_to_mlflow=not args.no_log)
+        print(report.text(), end="")
+        for name, path in report.files.items():
+            print(f"  {name}: {path}")
+        return 0
+    elif args.target:
+        outcome = run_sweep(args.target[0], args.target[1:], address=args.address)
+    else:
+        raise SystemExit("xdlm sweep: give a sweep file (sweeps/*.yaml), --resume NAME or report NAME")
+    print(f"\nsweep {outcome.name}: {outcome.directory}")
+    print(f"MLflow parent run {outcome.parent_run_id} at {outcome.tracking_uri}")
+    counts = {s: list(outcome.statuses.values()).count(s) for s in sorted(set(outcome.statuses.values()))}
+    print("trials: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + f"; best: {outcome.best_trial_id}")
+    if outcome.interrupted:
+        print(f"the sweep stopped with trials unfinished: continue with `xdlm sweep --resume {outcome.name}`")
+    report_md = Path(outcome.directory) / "report" / "trials.md"
+    if report_md.is_file():
+        print()
+        print(report_md.read_text(), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xdlm",
@@ -131,6 +169,15 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("overrides", nargs="*", help="dotted.key=value overrides")
     config.add_argument("--reference", action="store_true", help="print the configuration reference (Markdown)")
     config.set_defaults(func=_config)
+
+    sweep = sub.add_parser("sweep", help="run, resume or report a Ray Tune sweep (docs/sweeps.md)")
+    sweep.add_argument("target", nargs="*",
+                       help="SWEEP.yaml [dotted.key=value ...], or: report NAME")
+    sweep.add_argument("--resume", metavar="NAME", help="continue the sweep NAME after its driver died")
+    sweep.add_argument("--storage", default="runs", help="where sweeps live for --resume/report (default: runs)")
+    sweep.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    sweep.add_argument("--no-log", action="store_true", help="report: do not log the report to MLflow")
+    sweep.set_defaults(func=_sweep)
     return parser
 
 

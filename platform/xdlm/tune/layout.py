@@ -1,0 +1,96 @@
+"""Where a sweep keeps its things, and the small state file that makes ``--resume NAME`` and
+``report NAME`` work from the name alone:
+
+    <storage>/sweeps/<name>/sweep.json       spec, resolved base job, MLflow parent run, tracking URI
+    <storage>/sweeps/<name>/tune/            Ray Tune experiment (what Tuner.restore reads)
+    <storage>/sweeps/<name>/trials/<run>/    each trial's Ray Train run (checkpoints, run record,
+                                             trial_done.json once it finished)
+    <storage>/sweeps/<name>/trial_starts.jsonl   one line per trainable start (audit of re-runs)
+    <storage>/sweeps/<name>/report/          the last ``xdlm sweep report`` files
+
+Trial runs are named ``<sweep>-<tune trial id>``: Tune keeps trial ids in its experiment state,
+so a restored trial finds its Ray Train run (and its latest checkpoint) under the same name.
+Paths are absolute: Tune runs trainables in another working directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from xdlm.config import ConfigError
+
+STATE_FILE = "sweep.json"
+TUNE_DIR = "tune"
+TRIALS_DIR = "trials"
+DONE_MARKER = "trial_done.json"
+STARTS_LOG = "trial_starts.jsonl"
+REPORT_DIR = "report"
+
+
+def sweeps_root(storage_path: str) -> Path:
+    if "://" in storage_path:
+        raise ConfigError(f"storage_path: sweeps keep their state on a local or shared filesystem, got {storage_path!r}")
+    return Path(storage_path).expanduser().resolve() / "sweeps"
+
+
+def sweep_dir(storage_path: str, name: str) -> Path:
+    return sweeps_root(storage_path) / name
+
+
+def locate(name_or_path: str, storage_path: str = "runs") -> Path:
+    """A sweep by name (under ``storage_path``) or by the path of its directory."""
+    candidate = Path(name_or_path).expanduser()
+    if (candidate / STATE_FILE).is_file():
+        return candidate.resolve()
+    by_name = sweep_dir(storage_path, name_or_path)
+    if (by_name / STATE_FILE).is_file():
+        return by_name
+    known = sorted(p.parent.name for p in sweeps_root(storage_path).glob(f"*/{STATE_FILE}"))
+    raise ConfigError(
+        f"no sweep named {name_or_path!r} under {sweeps_root(storage_path)}"
+        + (f"; sweeps there: {', '.join(known)}" if known else "")
+        + " (use --storage PATH for sweeps kept elsewhere)"
+    )
+
+
+def trial_run_name(sweep_name: str, trial_id: str) -> str:
+    return f"{sweep_name}-{trial_id}"
+
+
+def write_state(directory: Path, state: dict[str, Any]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{STATE_FILE}.tmp"
+    tmp.write_text(json.dumps(state, indent=2, default=str))
+    os.replace(tmp, directory / STATE_FILE)
+
+
+def read_state(directory: Path) -> dict[str, Any]:
+    return json.loads((directory / STATE_FILE).read_text())
+
+
+def read_done(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / DONE_MARKER
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_done(run_dir: Path, payload: dict[str, Any]) -> None:
+    tmp = run_dir / f".{DONE_MARKER}.tmp"
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    os.replace(tmp, run_dir / DONE_MARKER)
+
+
+def log_start(directory: Path, trial_id: str, resumed: bool) -> None:
+    """Append-only audit: every time a trainable starts (tests use it to see what re-ran)."""
+    with open(directory / STARTS_LOG, "a") as f:
+        f.write(json.dumps({"trial_id": trial_id, "time": time.time(), "resumed_run": resumed}) + "\n")
+
+
+def read_starts(directory: Path) -> list[dict[str, Any]]:
+    path = directory / STARTS_LOG
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

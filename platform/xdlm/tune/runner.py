@@ -1,0 +1,237 @@
+"""The sweep driver: ``xdlm sweep SWEEP.yaml`` and ``xdlm sweep --resume NAME``.
+
+Order matters, as in ``xdlm train``: the spec is validated without Ray (``load_sweep``), then Ray
+is joined and the concurrency rule is applied (``resources.py``: fail fast when no trial fits),
+and only then is anything written: the sweep directory, the MLflow parent run (trials nest under
+it through the ``mlflow.parentRunId`` tag, which Tune's own MLflow callback would not set), and
+the Tune experiment. After ``Tuner.fit`` the driver settles what Tune does not tell MLflow:
+trials ASHA stopped are marked (their runs would otherwise stay RUNNING: Tune kills the trial's
+actor), the best trial is tagged, and the report is logged to the parent run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from xdlm.config import ConfigError, JobConfig, from_dict, to_dict, to_yaml
+from xdlm.tune import layout
+from xdlm.tune.resources import max_concurrent_trials, trial_resources
+from xdlm.tune.space import (
+    param_space,
+    scheduler_grace,
+    scheduler_horizon,
+    validate_space_against_job,
+)
+from xdlm.tune.spec import SweepSpec, load_sweep
+
+log = logging.getLogger(__name__)
+
+# Trials report at checkpoints without evaluating (no metric there) and finals only at the end;
+# the spec validation has already made sure the metric is reported when it matters.
+DRIVER_ENV = {"TUNE_DISABLE_STRICT_METRIC_CHECKING": "1"}
+
+
+@dataclass
+class SweepOutcome:
+    name: str
+    directory: Path
+    parent_run_id: str
+    tracking_uri: str
+    best_trial_id: str | None
+    statuses: dict[str, str]
+    interrupted: bool = False
+    """Tune returned with trials unfinished (Ctrl-C, sweep time budget): resume to continue."""
+
+
+def spec_to_dict(spec: SweepSpec) -> dict[str, Any]:
+    return OmegaConf.to_container(OmegaConf.structured(spec), resolve=True)  # type: ignore[return-value]
+
+
+def spec_from_dict(data: dict[str, Any]) -> SweepSpec:
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SweepSpec), data))  # type: ignore[return-value]
+
+
+def trial_dirname(trial) -> str:
+    """Tune trial directories named by trial id only (module level: Tune pickles it)."""
+    return trial.trial_id
+
+
+def trainable_context(state: dict[str, Any]) -> dict[str, Any]:
+    return {key: state[key] for key in ("name", "sweep_dir", "base_job", "tracking_uri", "parent_run_id")}
+
+
+def build_trainable(state: dict[str, Any], trainable_cpus: float):
+    from ray import tune
+
+    from xdlm.tune.trainable import run_trial
+
+    with_context = tune.with_parameters(run_trial, sweep=trainable_context(state))
+    return tune.with_resources(with_context, tune.PlacementGroupFactory([{"CPU": trainable_cpus}]))
+
+
+def build_search_alg(spec: SweepSpec, max_concurrent: int):
+    """The searcher, already limited to ``max_concurrent`` live trials.
+
+    Tune ignores ``TuneConfig.max_concurrent_trials`` (with only a log warning) when handed a
+    ``BasicVariantGenerator`` instance, so the limit is set here, on the generator itself.
+    """
+    if spec.search.algorithm == "optuna":
+        try:
+            from ray.tune.search.optuna import OptunaSearch
+        except ImportError as err:  # pragma: no cover - depends on the environment
+            raise ConfigError(f"search.algorithm: optuna needs the 'optuna' package ({err})") from None
+        from ray.tune.search import ConcurrencyLimiter
+
+        return ConcurrencyLimiter(OptunaSearch(seed=spec.search.seed), max_concurrent=max_concurrent)
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    return BasicVariantGenerator(random_state=spec.search.seed, max_concurrent=max_concurrent)
+
+
+def build_scheduler(spec: SweepSpec, job: JobConfig):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if spec.scheduler.kind == "asha":
+        return ASHAScheduler(
+            time_attr=spec.scheduler.time_attr, max_t=scheduler_horizon(spec, job),
+            grace_period=scheduler_grace(spec, job), reduction_factor=spec.scheduler.reduction_factor,
+            # at max_t the trial is at its end anyway: stopping it there would kill its final evaluation
+            stop_last_trials=False,
+        )
+    return FIFOScheduler()
+
+
+def plan_concurrency(spec: SweepSpec, job: JobConfig) -> int:
+    """Join Ray and apply the concurrency rule (raises when not even one trial fits)."""
+    import ray
+
+    from xdlm.cluster.ray_session import ensure_ray
+
+    ensure_ray(job.cluster.address, object_store_memory_mb=job.cluster.object_store_memory_mb)
+    need = trial_resources(job, spec.resources.trainable_cpus)
+    concurrent = max_concurrent_trials(need, ray.cluster_resources(), spec.max_concurrent_trials)
+    log.info("sweep %s: each trial needs %s; running up to %d at once", spec.name, need.describe(), concurrent)
+    return concurrent
+
+
+def _tracking(job: JobConfig) -> tuple[str, str]:
+    from xdlm.train.launch import default_tracking_uri
+
+    return default_tracking_uri(job), job.tracking.experiment
+
+
+def open_parent_run(state: dict[str, Any], spec: SweepSpec, job: JobConfig, resume: bool):
+    """Create (or reopen) the sweep's MLflow run; trials nest under it."""
+    from xdlm.tracking.logger import RunLogger
+    from xdlm.tracking.runs import get_or_create_experiment, make_client, start_run
+
+    uri, experiment = state["tracking_uri"], state["experiment"]
+    get_or_create_experiment(make_client(uri), experiment)
+    tags = {"xdlm.kind": "sweep", "xdlm.sweep": spec.name, "xdlm.sweep.metric": spec.metric,
+            "xdlm.sweep.mode": spec.mode, "xdlm.sweep.dir": state["sweep_dir"]}
+    run_id = start_run(uri, experiment, spec.name, tags, run_id=state.get("parent_run_id"))
+    logger = RunLogger(uri, run_id, install_handlers=True, status_at_exit="KILLED")
+    if not resume:
+        logger.log_params({
+            "metric": spec.metric, "mode": spec.mode, "search": spec_to_dict(spec)["search"],
+            "scheduler": spec_to_dict(spec)["scheduler"], "resources": spec_to_dict(spec)["resources"],
+            "budget": spec_to_dict(spec)["budget"], "space_keys": ",".join(spec.space),
+            "max_concurrent_trials": state["max_concurrent_trials"],
+        })
+        logger.log_text(OmegaConf.to_yaml(OmegaConf.structured(spec)), "sweep/spec.yaml")
+        logger.log_text(to_yaml(job), "sweep/base_job.yaml")
+    return run_id, logger
+
+
+def run_sweep(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = (),
+              address: str | None = None) -> SweepOutcome:
+    """Validate, plan, then run a new sweep to the end."""
+    spec = load_sweep(path, overrides)
+    job = validate_space_against_job(spec)
+    if address:
+        job.cluster.address = address
+    storage_path = spec.storage_path or job.cluster.storage_path
+    directory = layout.sweep_dir(storage_path, spec.name)
+    if (directory / layout.STATE_FILE).exists():
+        raise ConfigError(f"name: a sweep named {spec.name!r} already exists at {directory}; resume it with "
+                          f"`xdlm sweep --resume {spec.name}` or choose another name (name=...)")
+    concurrent = plan_concurrency(spec, job)
+
+    uri, experiment = _tracking(job)
+    job.tracking.tracking_uri = uri
+    state = {"name": spec.name, "sweep_dir": str(directory), "storage_path": storage_path,
+             "spec": spec_to_dict(spec), "base_job": to_dict(job), "tracking_uri": uri, "experiment": experiment,
+             "max_concurrent_trials": concurrent, "created_at": time.time(), "parent_run_id": None}
+    run_id, logger = open_parent_run(state, spec, job, resume=False)
+    state["parent_run_id"] = run_id
+    layout.write_state(directory, state)
+    (directory / layout.TRIALS_DIR).mkdir(exist_ok=True)
+
+    from ray import tune
+
+    tuner = tune.Tuner(
+        build_trainable(state, spec.resources.trainable_cpus),
+        param_space=param_space(spec),
+        tune_config=tune.TuneConfig(
+            metric=spec.metric, mode=spec.mode, search_alg=build_search_alg(spec, concurrent),
+            scheduler=build_scheduler(spec, job), num_samples=spec.search.num_samples,
+            time_budget_s=spec.budget.sweep_time_s,
+            trial_dirname_creator=trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=layout.TUNE_DIR, storage_path=str(directory),
+            failure_config=tune.FailureConfig(max_failures=spec.trial_max_failures), verbose=1,
+        ),
+    )
+    return _fit(tuner, state, spec, logger)
+
+
+def resume_sweep(name: str, storage_path: str = "runs", address: str | None = None) -> SweepOutcome:
+    """Continue a sweep whose driver died: finished trials stay finished, the rest resume from
+    their checkpoints (``Tuner.restore``), errored ones are retried."""
+    from ray import tune
+
+    directory = layout.locate(name, storage_path)
+    state = layout.read_state(directory)
+    spec = spec_from_dict(state["spec"])
+    job = from_dict(state["base_job"])
+    if address:
+        job.cluster.address = address
+    tune_path = directory / layout.TUNE_DIR
+    if not tune.Tuner.can_restore(str(tune_path)):
+        raise ConfigError(f"--resume: sweep {spec.name!r} at {directory} has no Tune state to restore "
+                          "(its driver stopped before Tune started)")
+    plan_concurrency(spec, job)
+    _, logger = open_parent_run(state, spec, job, resume=True)
+    logger.set_tags({"xdlm.sweep.resumed_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    tuner = tune.Tuner.restore(str(tune_path), trainable=build_trainable(state, spec.resources.trainable_cpus),
+                               resume_unfinished=True, resume_errored=True)
+    return _fit(tuner, state, spec, logger)
+
+
+def _fit(tuner, state: dict[str, Any], spec: SweepSpec, logger) -> SweepOutcome:
+    for key, value in DRIVER_ENV.items():
+        os.environ.setdefault(key, value)
+    try:
+        results = tuner.fit()
+    except BaseException as err:
+        logger.close("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        raise
+    from xdlm.tune.settle import settle_trials
+
+    outcome = settle_trials(state, spec, results)
+    try:
+        from xdlm.tune.report import build_report
+
+        build_report(Path(state["sweep_dir"]), log_to_mlflow=True)
+    except Exception as err:  # a report problem must not turn a finished sweep into a failed one
+        log.warning("sweep %s: report failed: %s", spec.name, err, exc_info=True)
+    logger.close("KILLED" if outcome.interrupted else "FINISHED")
+    return outcome

@@ -1,0 +1,255 @@
+"""The sweep specification: one typed dataclass tree, like ``xdlm.config`` for jobs.
+
+A sweep file (``sweeps/*.yaml``) only overrides these defaults (OmegaConf structured config),
+and dotted ``key=value`` overrides come last, so a misspelled key is an error instead of a
+silently ignored setting. ``load_sweep`` checks everything that can be checked without Ray
+(keys, kinds, values, the metric) before anything starts; what needs the cluster (whether a
+trial fits) is checked by ``xdlm.tune.resources`` right after Ray is up, still before any trial.
+
+This module avoids ``from __future__ import annotations`` so OmegaConf can read field types.
+"""
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from xdlm.config import ConfigError
+
+PARAM_KINDS = ("grid", "choice", "uniform", "loguniform", "quniform", "qloguniform", "randint")
+"""How one key is searched: ``grid`` enumerates ``values``; ``choice`` samples one of them;
+the others sample in ``[low, high]`` (``q``: rounded to a multiple of q; ``randint``: high excluded)."""
+SEARCH_ALGORITHMS = ("grid", "random", "optuna")
+SCHEDULERS = ("fifo", "asha")
+TIME_ATTRS = ("step", "tokens")
+MODES = ("min", "max")
+
+
+@dataclass
+class BaseJobSpec:
+    """The job every trial starts from: a job file (``jobs/*.yaml``) plus dotted overrides."""
+
+    job: str | None = None
+    """Job file; a relative path is looked up from the working directory, then next to the sweep
+    file, then in the sweep file's parent directory (the repository root for ``sweeps/``)."""
+    overrides: list[str] = field(default_factory=list)
+    """``dotted.key=value`` applied to the job file, e.g. ``train.steps=200``."""
+
+
+@dataclass
+class ParamSpec:
+    """The search space of one config key (the key is the entry's name in ``space``)."""
+
+    kind: str = MISSING
+    """One of grid, choice, uniform, loguniform, quniform, qloguniform, randint."""
+    values: list[Any] | None = None
+    """For grid/choice. A value that is a mapping sets several keys at once under the entry's
+    key (e.g. key ``diffusion`` with ``{schedule: polynomial, schedule_params: {w: 2}}``)."""
+    low: float | None = None
+    high: float | None = None
+    q: float | None = None
+    """Quantisation step for quniform/qloguniform."""
+
+
+@dataclass
+class SearchSpec:
+    algorithm: str = "grid"
+    """grid (Tune's variant generator: grids enumerated, other kinds sampled), random (the same
+    generator; use it when the space has no grid) or optuna (TPE, Bayesian; no grid kinds)."""
+    num_samples: int = 1
+    """Samples drawn from the space; with grids, the whole grid is repeated this many times."""
+    seed: int | None = 0
+    """Seed of the searcher (random/optuna) so a sweep is reproducible; null: unseeded."""
+
+
+@dataclass
+class SchedulerSpec:
+    kind: str = "fifo"
+    """fifo (every trial runs to the end) or asha (stops weak trials at rungs)."""
+    time_attr: str = "step"
+    """What ASHA's rungs count: step (optimizer steps) or tokens (use it when trials differ in
+    batch size)."""
+    grace_period: int | None = None
+    """First rung, in time_attr units; default: the base job's train.eval_every (in steps or
+    the tokens of that many steps)."""
+    reduction_factor: float = 2.0
+    """Keep the best 1/reduction_factor of trials at each rung."""
+    max_t: int | None = None
+    """Last rung; default: the base job's training length (steps or tokens)."""
+
+
+@dataclass
+class ResourceSpec:
+    """What one trial asks for; the same for every trial (so the concurrency rule holds)."""
+
+    num_workers: int | None = None
+    """Ray Train workers per trial; null: the base job's cluster.num_workers."""
+    cpus_per_worker: float | None = None
+    """null: the base job's cluster.cpus_per_worker. Fractions are fine on a small machine."""
+    use_gpu: bool | None = None
+    """null: the base job's cluster.use_gpu (one GPU per worker)."""
+    trainable_cpus: float = 0.2
+    """CPU share of the Tune function trainable that drives the trial's Ray Train run."""
+
+
+@dataclass
+class BudgetSpec:
+    sweep_time_s: float | None = None
+    """Stop the whole sweep (every running trial) after this many seconds."""
+    trial_time_s: float | None = None
+    """Per trial: stop training with a checkpoint after this many seconds (train.max_time_s)."""
+    trial_tokens: int | None = None
+    """Per trial: train at most this many tokens (caps train.steps)."""
+
+
+@dataclass
+class SweepSpec:
+    name: str = MISSING
+    """Sweep name: runs/sweeps/<name> holds its state; resuming needs the same name."""
+    base: BaseJobSpec = field(default_factory=BaseJobSpec)
+    space: dict[str, ParamSpec] = field(default_factory=dict)
+    """Config key (dotted, e.g. diffusion.k, optim.lr, diffusion.schedule_params.w) -> its space."""
+    search: SearchSpec = field(default_factory=SearchSpec)
+    scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
+    metric: str = "val/nelbo"
+    """What the searcher and scheduler optimise; ASHA needs one reported during training."""
+    mode: str = "min"
+    max_concurrent_trials: int | None = None
+    """Upper bound; the sweep runs at most as many trials as fit the cluster (docs/sweeps.md)."""
+    resources: ResourceSpec = field(default_factory=ResourceSpec)
+    budget: BudgetSpec = field(default_factory=BudgetSpec)
+    trial_max_failures: int = 1
+    """A failed trial is retried (from its last checkpoint) up to this many times."""
+    storage_path: str | None = None
+    """Where sweeps live (<storage_path>/sweeps/<name>); null: the base job's cluster.storage_path."""
+
+
+def _fields_of(node: Any) -> list[str]:
+    return [f.name for f in dataclasses.fields(node)]
+
+
+def _spec_error(err: OmegaConfBaseException, source: str) -> ConfigError:
+    key = getattr(err, "full_key", None) or ""
+    message = str(err).splitlines()[0]
+    if "Key '" in message and "not in" in message:
+        parent = key.rsplit(".", 1)[0] if "." in key else ""
+        node = _spec_node_at(parent)
+        allowed = f"; allowed keys here: {', '.join(_fields_of(node))}" if node else ""
+        return ConfigError(f"{source}: unknown key '{key}'{allowed}")
+    return ConfigError(f"{source}: bad value for '{key}': {message}")
+
+
+def _spec_node_at(dotted: str) -> Any:
+    node: Any = SweepSpec
+    parts = [p for p in dotted.split(".") if p]
+    if parts[:1] == ["space"] and len(parts) >= 2:
+        return ParamSpec  # space.<any key>.<field>
+    for part in parts:
+        fields = {f.name: f for f in dataclasses.fields(node)}
+        if part not in fields or fields[part].default_factory is dataclasses.MISSING:  # type: ignore[misc]
+            return None
+        default = fields[part].default_factory()  # type: ignore[misc]
+        if not dataclasses.is_dataclass(default):
+            return None
+        node = type(default)
+    return node
+
+
+def resolve_job_path(job: str, sweep_file: Path | None) -> Path:
+    """The base job file: as given, next to the sweep file, or one directory up from it."""
+    candidates = [Path(job).expanduser()]
+    if sweep_file is not None and not Path(job).is_absolute():
+        candidates += [sweep_file.parent / job, sweep_file.parent.parent / job]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    raise ConfigError(f"base.job: job file {job!r} not found (looked at {', '.join(map(str, candidates))})")
+
+
+def load_sweep(path: "str | os.PathLike | None" = None, overrides: "list[str] | tuple[str, ...]" = ()) -> SweepSpec:
+    """Defaults <- sweep YAML <- dotted overrides; then every check that needs no Ray.
+
+    Returns the ``SweepSpec`` with ``base.job`` made absolute; raises ``ConfigError`` naming
+    the field otherwise.
+    """
+    layers = [OmegaConf.structured(SweepSpec)]
+    sweep_file = Path(path).resolve() if path is not None else None
+    if sweep_file is not None:
+        if not sweep_file.is_file():
+            raise ConfigError(f"sweep file not found: {path}")
+        try:
+            layers.append(OmegaConf.load(sweep_file))
+        except Exception as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    source = str(path) if path is not None else "sweep"
+    try:
+        merged = OmegaConf.merge(*layers)
+    except OmegaConfBaseException as err:
+        raise _spec_error(err, source) from None
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like dotted.key=value")
+        try:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
+        except OmegaConfBaseException as err:
+            raise _spec_error(err, f"override {item!r}") from None
+    try:
+        spec: SweepSpec = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    except OmegaConfBaseException as err:
+        raise _spec_error(err, source) from None
+    if spec.base.job is not None:
+        spec.base.job = str(resolve_job_path(spec.base.job, sweep_file))
+    validate_spec_fields(spec)
+    from xdlm.tune.space import validate_space_against_job
+
+    validate_space_against_job(spec)
+    return spec
+
+
+def _require(ok: bool, field_name: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{field_name}: {message}")
+
+
+def validate_spec_fields(spec: SweepSpec) -> None:
+    """Checks of the sweep's own fields (the space's keys and values are checked in space.py)."""
+    _require(bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", spec.name or "")), "name",
+             f"must be letters, digits, '_', '.', '-' (a directory name), got {spec.name!r}")
+    _require(spec.search.algorithm in SEARCH_ALGORITHMS, "search.algorithm",
+             f"must be one of {', '.join(SEARCH_ALGORITHMS)}, got {spec.search.algorithm!r}")
+    _require(spec.search.num_samples >= 1, "search.num_samples", f"must be >= 1, got {spec.search.num_samples}")
+    if spec.scheduler.kind == "pbt":
+        raise ConfigError(
+            "scheduler.kind: pbt is not supported yet: Population Based Training needs Tune-level "
+            "checkpoints, and trials here checkpoint through Ray Train; use asha or fifo"
+        )
+    _require(spec.scheduler.kind in SCHEDULERS, "scheduler.kind",
+             f"must be one of {', '.join(SCHEDULERS)}, got {spec.scheduler.kind!r}")
+    _require(spec.scheduler.time_attr in TIME_ATTRS, "scheduler.time_attr",
+             f"must be one of {', '.join(TIME_ATTRS)}, got {spec.scheduler.time_attr!r}")
+    _require(spec.scheduler.reduction_factor > 1, "scheduler.reduction_factor",
+             f"must be > 1, got {spec.scheduler.reduction_factor}")
+    for name in ("grace_period", "max_t"):
+        value = getattr(spec.scheduler, name)
+        _require(value is None or value >= 1, f"scheduler.{name}", f"must be >= 1 (or null), got {value}")
+    _require(spec.mode in MODES, "mode", f"must be one of {', '.join(MODES)}, got {spec.mode!r}")
+    _require(spec.max_concurrent_trials is None or spec.max_concurrent_trials >= 1, "max_concurrent_trials",
+             f"must be >= 1 (or null: as many as fit), got {spec.max_concurrent_trials}")
+    _require(spec.trial_max_failures >= 0, "trial_max_failures", f"must be >= 0, got {spec.trial_max_failures}")
+    r = spec.resources
+    _require(r.num_workers is None or r.num_workers >= 1, "resources.num_workers", f"must be >= 1, got {r.num_workers}")
+    _require(r.cpus_per_worker is None or r.cpus_per_worker > 0, "resources.cpus_per_worker",
+             f"must be > 0, got {r.cpus_per_worker}")
+    _require(r.trainable_cpus > 0, "resources.trainable_cpus",
+             f"must be > 0 (the trainable is a Ray actor and needs a CPU share), got {r.trainable_cpus}")
+    b = spec.budget
+    for name in ("sweep_time_s", "trial_time_s", "trial_tokens"):
+        value = getattr(b, name)
+        _require(value is None or value > 0, f"budget.{name}", f"must be > 0 (or null), got {value}")
+    _require(bool(spec.space), "space",
+             "is empty: give at least one config key to search, e.g. space: {diffusion.k: {kind: grid, values: [0, 1]}}")

@@ -1,0 +1,146 @@
+"""Sweeps on the shared local Ray (2 CPUs): ASHA early stopping with more trials than fit at
+once, nested MLflow runs read back, a killed driver resumed, and the resource fail-fast."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from xdlm.tune import layout
+from xdlm.tune.runner import resume_sweep, run_sweep
+
+pytestmark = pytest.mark.slow
+
+# 1 worker x 1.0 CPU + 0.2 for the trainable = 1.2 CPUs per trial: one trial at a time on 2 CPUs,
+# so a stopped trial that kept its worker's CPU would leave the next trial unplaceable.
+ONE_AT_A_TIME = {"num_workers": 1, "cpus_per_worker": 1.0, "trainable_cpus": 0.2}
+
+
+def child_runs(client, parent_run_id: str, experiment_id: str):
+    return client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'")
+
+
+def test_asha_stops_weak_trials_and_later_trials_still_start(ray_session, write_sweep):
+    from mlflow import MlflowClient
+
+    # good, bad, good, bad learning rates one at a time: each bad one meets a good one's result at
+    # the step-4 rung and is stopped; the trial after it still has to start and finish
+    path = write_sweep(
+        "asha", base_overrides=("train.steps=8",),
+        space={"optim.lr": {"kind": "grid", "values": [1e-2, 1e-7, 1e-2, 1e-7]}},
+        scheduler={"kind": "asha", "grace_period": 4, "reduction_factor": 2},
+        resources=ONE_AT_A_TIME,
+    )
+    started = time.monotonic()
+    outcome = run_sweep(path)
+    print(f"asha sweep: {time.monotonic() - started:.0f} s")
+    statuses = outcome.statuses
+    assert len(statuses) == 4, statuses  # every trial started
+    assert list(statuses.values()).count("stopped_early") >= 1, statuses
+    assert list(statuses.values()).count("completed") >= 2, statuses
+    ordered = [statuses[t] for t in sorted(statuses)]
+    assert ordered[2] == "completed"  # the trial after a stopped one ran to the end
+    state = layout.read_state(outcome.directory)
+    assert state["max_concurrent_trials"] == 1
+
+    client = MlflowClient(outcome.tracking_uri)
+    parent = client.get_run(outcome.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags["xdlm.kind"] == "sweep"
+    assert parent.data.params["metric"] == "val/nelbo"
+    assert parent.data.metrics["sweep/trials_completed"] == ordered.count("completed")
+    children = child_runs(client, outcome.parent_run_id, parent.info.experiment_id)
+    assert len(children) == 4
+    by_trial = {run.data.tags["xdlm.trial_id"]: run for run in children}
+    assert set(by_trial) == set(statuses)
+    for trial_id, run in by_trial.items():
+        assert run.data.tags["xdlm.trial_status"] == statuses[trial_id]
+        assert run.data.tags["xdlm.sweep"] == "asha"
+        assert "val/nelbo" in run.data.metrics and "optim.lr" in run.data.params
+        assert run.info.run_name == f"asha-{trial_id}"
+        expected = "FINISHED" if statuses[trial_id] == "completed" else "KILLED"
+        assert run.info.status == expected, (trial_id, run.info.status)
+        if statuses[trial_id] == "completed":
+            assert "gen/entropy_2steps" in run.data.metrics
+            assert float(run.data.params["optim.lr"]) == 1e-2
+            assert {"config", "final_metrics.json"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+        else:
+            assert int(run.data.tags["xdlm.stopped_at_step"]) < 8
+    best = [run for run in children if run.data.tags.get("xdlm.best_trial") == "true"]
+    assert len(best) == 1 and best[0].info.run_id == parent.data.tags["xdlm.best_run_id"]
+    report = {a.path for a in client.list_artifacts(outcome.parent_run_id, "report")}
+    assert {"report/trials.md", "report/trials.csv", "report/pareto.png", "report/pareto.html"} <= report
+
+
+def test_killed_driver_resumes_without_rerunning_finished_trials(ray_session, write_sweep, tmp_path):
+    path = write_sweep("resumable", space={"diffusion.k": {"kind": "grid", "values": [0.0, 0.5, 1.0]}},
+                       resources=ONE_AT_A_TIME)
+    directory = tmp_path / "runs" / "sweeps" / "resumable"
+    env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address,
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "platform")}
+    driver = subprocess.Popen(
+        [sys.executable, "-c", f"from xdlm.tune.runner import run_sweep; run_sweep({str(path)!r})"],
+        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "driver.log", "w"),
+        start_new_session=True,
+    )
+    def mid_training() -> bool:
+        """One trial finished and the next one has a checkpoint but is not done."""
+        runs = [p for p in (directory / layout.TRIALS_DIR).glob("*") if p.is_dir()]
+        done = [p for p in runs if (p / layout.DONE_MARKER).exists()]
+        return bool(done) and any(list(p.glob("checkpoint_*")) for p in runs if p not in done)
+
+    deadline = time.monotonic() + 240
+    try:
+        while not mid_training():
+            assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no trial finished in time"
+            time.sleep(0.5)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    finished_before = {p.parent.name: p.stat().st_mtime_ns
+                       for p in directory.glob(f"{layout.TRIALS_DIR}/*/{layout.DONE_MARKER}")}
+    starts_before = layout.read_starts(directory)
+    assert 1 <= len(finished_before) < 3
+
+    outcome = resume_sweep("resumable", storage_path=str(tmp_path / "runs"))
+
+    assert sorted(outcome.statuses.values()) == ["completed"] * 3, outcome.statuses
+    for run_dir, mtime in finished_before.items():  # finished trials were not trained again
+        assert (directory / layout.TRIALS_DIR / run_dir / layout.DONE_MARKER).stat().st_mtime_ns == mtime
+    starts = layout.read_starts(directory)
+    finished_ids = {name.removeprefix("resumable-") for name in finished_before}
+    assert [s for s in starts if s["trial_id"] in finished_ids] == \
+        [s for s in starts_before if s["trial_id"] in finished_ids]
+    assert len([s for s in starts if s["trial_id"] in finished_ids]) == len(finished_ids)
+    # the trial the dead driver was training resumes its own Ray Train run (from its checkpoint)
+    interrupted = {s["trial_id"] for s in starts_before} - finished_ids
+    assert interrupted
+    for trial_id in interrupted:
+        assert any(s["trial_id"] == trial_id and s["resumed_run"] for s in starts[len(starts_before):])
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(outcome.tracking_uri)
+    parent = client.get_run(outcome.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    children = child_runs(client, outcome.parent_run_id, parent.info.experiment_id)
+    assert sorted(run.info.status for run in children) == ["FINISHED"] * 3
+    assert json.loads((directory / layout.STATE_FILE).read_text())["parent_run_id"] == outcome.parent_run_id
+
+
+def test_a_sweep_that_cannot_place_one_trial_fails_fast(ray_session, write_sweep, tmp_path):
+    path = write_sweep("too-big", resources={"num_workers": 4, "cpus_per_worker": 1.0},
+                       base_overrides=("train.global_batch=32",))
+    started = time.monotonic()
+    with pytest.raises(ValueError, match=r"one trial needs 4.2 CPUs .* the cluster has 2 CPUs and 0 GPUs, so no "
+                                         r"trial can start"):
+        run_sweep(path)
+    assert time.monotonic() - started < 15
+    assert not (tmp_path / "runs" / "sweeps" / "too-big").exists()

@@ -1,0 +1,98 @@
+"""Sweep specs are checked before anything starts: fast, no Ray."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from xdlm.config import ConfigError
+from xdlm.tune.space import apply_params, validate_space_against_job
+from xdlm.tune.spec import load_sweep
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("name", ["quick_k", "paper_k_pareto", "schedules"])
+def test_the_repository_sweeps_are_valid(name):
+    spec = load_sweep(REPO / "sweeps" / f"{name}.yaml")
+    assert spec.name == name and spec.space
+    validate_space_against_job(spec)
+
+
+def test_quick_k_searches_the_four_k(write_sweep):
+    spec = load_sweep(REPO / "sweeps" / "quick_k.yaml")
+    assert spec.space["diffusion.k"].values == [0.0, 0.1, 0.5, 1.0]
+    job = validate_space_against_job(spec)
+    assert job.model.size == "tiny" and job.cluster.num_workers == 1
+
+
+def test_overrides_and_resources_reach_the_base_job(write_sweep):
+    spec = load_sweep(write_sweep(), ["search.num_samples=3", "budget.trial_tokens=512"])
+    job = validate_space_against_job(spec)
+    assert spec.search.num_samples == 3
+    assert job.cluster.num_workers == 1 and job.cluster.cpus_per_worker == 0.8
+    assert job.train.steps == 2  # 512 tokens / (8 x 32 tokens per step)
+
+
+@pytest.mark.parametrize(("spec", "overrides", "message"), [
+    ({}, ["scheduler.kindd=asha"], r"unknown key 'scheduler.kindd'; allowed keys here: kind, time_attr"),
+    ({"space": {"diffusion.k": {"kind": "grid", "vals": [0]}}}, [], r"unknown key 'space.diffusion.k.vals'"),
+    ({"space": {"diffusion.kk": {"kind": "grid", "values": [0]}}}, [],
+     r"space.diffusion.kk: unknown config key 'kk' in diffusion; allowed: k, schedule"),
+    ({"space": {}}, [], r"space: is empty"),
+    ({"space": {"diffusion.k": {"kind": "grid", "values": []}}}, [], r"space.diffusion.k.values: kind grid needs"),
+    ({"space": {"diffusion.k": {"kind": "normal", "values": [0]}}}, [], r"space.diffusion.k.kind: must be one of grid"),
+    ({"space": {"diffusion.k": {"kind": "grid", "values": [0, 2]}}}, [],
+     r"diffusion.k=2.*diffusion.k: must be in \[0, 1\]"),
+    ({"space": {"optim.lr": {"kind": "loguniform", "low": 0, "high": 1e-3}}}, [], r"space.optim.lr.low: .*needs low > 0"),
+    ({"space": {"optim.lr": {"kind": "quniform", "low": 1e-4, "high": 1e-3}}}, [], r"space.optim.lr.q: .*needs a step"),
+    ({"space": {"cluster.num_workers": {"kind": "grid", "values": [1, 2]}}}, [], r"'cluster' is set by the sweep"),
+    ({"space": {"diffusion.schedule_params.w": {"kind": "grid", "values": [2.0]}}}, [],
+     r"diffusion.schedule_params.*unexpected keyword argument 'w'|diffusion.schedule_params"),
+    ({"search": {"algorithm": "optuna"}}, [], r"grid is not supported by search.algorithm=optuna; use choice"),
+    ({"metric": "val/loss"}, [], r"metric: no trial reports 'val/loss'; during training: val/nelbo"),
+    ({"metric": "gen/entropy_2steps", "scheduler": {"kind": "asha"}}, [], r"only reported when a trial finishes"),
+    ({"scheduler": {"kind": "pbt"}}, [], r"scheduler.kind: pbt is not supported"),
+    ({"scheduler": {"kind": "asha", "grace_period": 6}}, [], r"grace_period: 6 must be below the trials' length 6"),
+    ({"mode": "minimum"}, [], r"mode: must be one of min, max"),
+    ({"resources": {"trainable_cpus": 0}}, [], r"resources.trainable_cpus: must be > 0"),
+    ({"name": "a b"}, [], r"name: must be letters"),
+])
+def test_bad_specs_fail_before_anything_starts(write_sweep, spec, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_sweep(write_sweep(**spec), overrides)
+
+
+def test_metrics_reported_only_at_the_end_are_fine_with_fifo(write_sweep):
+    spec = load_sweep(write_sweep(metric="gen/entropy_2steps"))
+    assert spec.scheduler.kind == "fifo"
+
+
+def test_bundled_values_set_several_keys_and_replace_schedule_params(write_sweep):
+    spec = load_sweep(write_sweep(space={"diffusion": {"kind": "grid", "values": [
+        {"schedule": "polynomial", "schedule_params": {"w": 2.0}},
+        {"schedule": "geometric", "schedule_params": {"sigma_min": 1e-3, "sigma_max": 10.0}},
+    ]}}, base_overrides=("diffusion.schedule_params={eps: 1e-3}",)))
+    job = validate_space_against_job(spec)
+    from xdlm.config import to_dict
+
+    geometric = apply_params(to_dict(job), {"diffusion": {"schedule": "geometric",
+                                                          "schedule_params": {"sigma_max": 10.0}}})
+    assert geometric.diffusion.schedule_params == {"sigma_max": 10.0}  # no stale eps
+    hidden = apply_params(to_dict(job), {"model.hidden": 128.0})
+    assert hidden.model.hidden == 128 and isinstance(hidden.model.hidden, int)
+
+
+def test_missing_base_job_file_is_named(write_sweep):
+    with pytest.raises(ConfigError, match=r"base.job: job file 'jobs/nope.yaml' not found"):
+        load_sweep(write_sweep(base={"job": "jobs/nope.yaml"}))
+
+
+def test_the_cli_reports_a_bad_spec_without_a_traceback(write_sweep, capsys):
+    from xdlm.cli import main
+
+    assert main(["sweep", str(write_sweep()), "metric=val/loss"]) == 2
+    assert "xdlm sweep: error: metric: no trial reports 'val/loss'" in capsys.readouterr().err
+    assert main(["sweep", "report", "never-ran", "--storage", str(write_sweep().parent)]) == 2
+    assert "no sweep named 'never-ran'" in capsys.readouterr().err
