@@ -37,6 +37,12 @@ def _train(args: argparse.Namespace) -> int:
     keys = [k for k in sorted(outcome.metrics) if k.startswith(("val/", "zeroshot/", "gen/"))]
     for key in keys:
         print(f"  {key:32s} {outcome.metrics[key]:.4f}")
+    if outcome.run_id:
+        from xdlm.train.launch import latest_samples
+
+        samples = latest_samples(outcome.tracking_uri, outcome.run_id)
+        if samples:
+            print("\nsamples from the final model (MLflow artifact samples/):\n" + samples)
     return 0
 
 

@@ -167,3 +167,21 @@ def run_training(job: JobConfig, resume: bool = False, parent_run_id: str | None
 
         metrics.update(make_client(tracking_uri).get_run(run_id).data.metrics)
     return TrainOutcome(run_dir, run_id, tracking_uri, checkpoint, metrics)
+
+
+def latest_samples(tracking_uri: str, run_id: str, max_chars: int = 1500) -> str | None:
+    """The newest sample texts the run logged (for the driver to print), or None."""
+    from xdlm.tracking.runs import make_client
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    try:
+        client = make_client(tracking_uri)
+        files = sorted(a.path for a in client.list_artifacts(run_id, "samples"))
+        if not files:
+            return None
+        local = client.download_artifacts(run_id, files[-1])
+        with open(local) as f:
+            text = f.read()
+    except Exception:  # printing samples is a courtesy; never fail the command for it
+        return None
+    return text if len(text) <= max_chars else text[:max_chars] + " [...]"
