@@ -85,7 +85,7 @@ def ray_train(world: int, steps: int, warmup: int) -> list[float]:
 
     from xdlm.cluster.ray_session import ensure_ray
 
-    ensure_ray(num_cpus=world)
+    ensure_ray(num_cpus=world, include_dashboard=os.environ.get("XDLM_BENCH_DASHBOARD", "1") == "1")
 
     def loop(cfg):
         ctx = ray.train.get_context()

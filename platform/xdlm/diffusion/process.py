@@ -159,12 +159,16 @@ class XDLM:
         compute_dtype: torch.dtype | None = None,
         validate: bool = True,
         chunk_tokens: int | None = None,
+        chunk_vocab: int | None = None,
     ) -> torch.Tensor:
         """l_t for logits = hidden @ weight.T + bias (an ``nn.Linear(D, N)`` output head) without
-        materialising the [..., N] logits: the head and the loss run fused over token chunks.
+        materialising the [..., N] logits: the head and the loss run fused, over token chunks in
+        forward and over vocabulary blocks (or token chunks when tokens outnumber ids) in backward.
 
         hidden: [..., D]; weight: [N, D]; bias: [N] or None; the rest as in ``nelbo``.  Gradients
         reach hidden, weight and bias.  backend ``torch`` materialises the logits (reference).
+        ``chunk_tokens`` / ``chunk_vocab``: token rows / vocabulary columns per step of the fused
+        paths (docs/kernels.md).
         """
         dtype = compute_dtype or (torch.float64 if hidden.dtype == torch.float64 else torch.float32)
         if validate:
@@ -179,6 +183,7 @@ class XDLM:
         return kernels.linear_nelbo(
             hidden, weight, bias, x0, z_t, alpha_t, dalpha_t, self.vocab_size, self.mask_id,
             self.k, backend=backend, dtype=dtype, chunk_tokens=chunk_tokens,
+            chunk_vocab=chunk_vocab,
         )
 
     # -- sampling --------------------------------------------------------------------------

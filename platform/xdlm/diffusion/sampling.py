@@ -13,8 +13,6 @@ from dataclasses import dataclass
 
 import torch
 
-from xdlm.diffusion.categorical import gumbel_max, top_p_filter
-from xdlm.diffusion.posterior import posterior
 from xdlm.diffusion.process import XDLM
 from xdlm.diffusion.schedules import Schedule
 from xdlm.registry import Registry
@@ -43,6 +41,9 @@ class AncestralSampler:
 
     final_step: ``ancestral`` draws the last step with alpha_s = 1 (fully clean); ``greedy``
     takes the argmax of that last posterior; ``none`` stops at t_min like every other step.
+    backend: how ``XDLM.sample_step`` draws each step: ``torch`` (default) is the dense
+    reference; ``chunked`` / ``triton`` / ``auto`` stream the vocabulary without a [B, L, N]
+    probability tensor and agree with it in distribution (different random streams).
     """
 
     def __init__(
@@ -54,6 +55,7 @@ class AncestralSampler:
         top_p: float | None = None,
         gumbel_float64: bool = True,
         t_min: float = 1e-3,
+        backend: str = "torch",
     ) -> None:
         if int(steps) < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
@@ -63,6 +65,10 @@ class AncestralSampler:
             raise ValueError(f"top_p must be in (0, 1] or None, got {top_p}")
         if not 0.0 < t_min < 1.0:
             raise ValueError(f"t_min must be in (0, 1), got {t_min}")
+        from xdlm.kernels.dispatch import BACKENDS
+
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         self.process = process
         self.schedule = schedule
         self.steps = int(steps)
@@ -70,6 +76,7 @@ class AncestralSampler:
         self.top_p = top_p
         self.gumbel_float64 = gumbel_float64
         self.t_min = t_min
+        self.backend = backend
 
     def time_grid(self) -> torch.Tensor:
         """t_0 = 1 > t_1 > ... > t_S = t_min: [S + 1] (float64)."""
@@ -111,22 +118,17 @@ class AncestralSampler:
             t, s = float(grid[j]), float(grid[j + 1])
             t_vec = torch.full((z.shape[0],), t, device=z.device)
             logits = denoiser(z, t_vec)
-            p = proc.clean_probs(logits)
-            if self.top_p is not None:
-                p = top_p_filter(p, self.top_p)
             alpha_t = self.schedule.alpha(torch.tensor(t, dtype=torch.float64))
             if last and self.final_step != "none":
                 alpha_s = torch.ones((), dtype=torch.float64)
             else:
                 alpha_s = self.schedule.alpha(torch.tensor(s, dtype=torch.float64))
-            q = posterior(
-                p, z, alpha_s.to(p.dtype).expand(z.shape), alpha_t.to(p.dtype).expand(z.shape),
-                proc.vocab_size, proc.mask_id, proc.k,
-            )
-            if last and self.final_step == "greedy":
-                z = q.argmax(dim=-1)
-            else:
-                z = gumbel_max(q, generator, self.gumbel_float64)
+            # posterior with x = p (nucleus-truncated), then a draw (or its argmax at a greedy end)
+            z = proc.sample_step(
+                logits, z, alpha_s, alpha_t, self.top_p, generator, backend=self.backend,
+                greedy=last and self.final_step == "greedy", gumbel_float64=self.gumbel_float64,
+                validate=False,
+            ).tokens
             if fixed_mask is not None:
                 z = torch.where(fixed_mask, fixed_tokens, z)
             yield SamplerState(step=j + 1, t=t, s=0.0 if last and self.final_step != "none" else s, z=z)

@@ -14,6 +14,7 @@ from types import ModuleType
 import torch
 
 from xdlm.diffusion.nelbo import TokenStatistics
+from xdlm.kernels.stats import RowStats
 
 
 def backend_module(name: str) -> ModuleType:
@@ -49,8 +50,6 @@ class StatisticsFunction(torch.autograd.Function):
         logits, x, z, shift, lse, sum_sigmoid = ctx.saved_tensors
         grad_logits = grad_shift = None
         if ctx.needs_input_grad[0]:
-            from xdlm.kernels.stats import RowStats
-
             stats = RowStats(lse, None, None, None, sum_sigmoid)
             # in place: the gradient overwrites the logits (their storage is then the grad).
             out = logits if ctx.inplace else torch.empty_like(logits)

@@ -81,32 +81,46 @@ def backward(
     dtype: torch.dtype,
     out: torch.Tensor,
     chunk: int,
+    col_offset: int = 0,
 ) -> torch.Tensor:
-    """Write d loss / d logits [T, V] into ``out`` (same shape; may alias ``logits``).
+    """Write d loss / d logits [T, W] into ``out`` (same shape; may alias ``logits``).
 
     g_z, g_x, g_s: [T] upstream gradients of logp_z, logp_x, sum_log1p (g_s None when k = 0).
-    Formula in ``xdlm.kernels.stats``.  Returns ``out``.
+    Formula in ``xdlm.kernels.stats``.  ``logits`` may be a block of W columns starting at id
+    ``col_offset`` (the fused LM head's vocabulary blocks): the gradient of any block needs only
+    the saved per-row lse and sum_sigmoid.  Returns ``out``.
     """
-    T = logits.shape[0]
+    T, W = logits.shape
     g_z = torch.where(z == mask_id, torch.zeros_like(g_z), g_z).to(dtype)  # logp_z is constant there
     g_x = g_x.to(dtype)
     coef = g_z + g_x
+    # the one-hot terms land only in the rows whose id falls inside this block of columns
+    z_local, x_local = z - col_offset, x - col_offset
+    g_z = torch.where((z_local >= 0) & (z_local < W), g_z, torch.zeros_like(g_z))
+    g_x = torch.where((x_local >= 0) & (x_local < W), g_x, torch.zeros_like(g_x))
+    z_local, x_local = z_local.clamp(0, W - 1), x_local.clamp(0, W - 1)
+    mask_local = mask_id - col_offset
     if shift is not None:
         g_s = g_s.to(dtype)
         coef = coef + g_s * stats.sum_sigmoid
     for start in range(0, T, chunk):
         rows = slice(start, start + chunk)
-        # buffer A: log p (a fresh tensor even when no cast happens, so ``out`` may alias logits)
-        grad = logits[rows].to(dtype) - stats.lse[rows, None]
+        dst = out[rows]
+        # work in the output rows themselves when they have the compute dtype (one C x V
+        # temporary less; also right when ``out`` aliases the logits: elementwise in place)
+        work = dst if dst.dtype == dtype else torch.empty(dst.shape, dtype=dtype, device=dst.device)
+        torch.sub(logits[rows].to(dtype), stats.lse[rows, None], out=work)  # log p
         if shift is not None:
-            sigma = torch.add(grad, shift[rows, None].to(dtype)).sigmoid_()  # buffer B
+            sigma = torch.add(work, shift[rows, None].to(dtype)).sigmoid_()  # the one temporary
             sigma.mul_(g_s[rows, None])
-        grad.exp_().mul_(-coef[rows, None])  # -p_e (g_z + g_x + g_s sum_sigmoid)
+        work.exp_().mul_(-coef[rows, None])  # -p_e (g_z + g_x + g_s sum_sigmoid)
         if shift is not None:
-            grad.add_(sigma)
+            work.add_(sigma)
             del sigma
-        grad.scatter_add_(1, z[rows, None], g_z[rows, None])
-        grad.scatter_add_(1, x[rows, None], g_x[rows, None])
-        grad[:, mask_id] = 0.0  # p_m = sigma_m = 0: whatever the mask logit holds gets no gradient
-        out[rows].copy_(grad)
+        work.scatter_add_(1, z_local[rows, None], g_z[rows, None])
+        work.scatter_add_(1, x_local[rows, None], g_x[rows, None])
+        if 0 <= mask_local < W:
+            work[:, mask_local] = 0.0  # p_m = sigma_m = 0: the mask logit gets no gradient
+        if work is not dst:
+            dst.copy_(work)
     return out

@@ -25,9 +25,10 @@ BACKENDS = ("auto", "torch", "chunked", "triton")
 #: Logit dtypes the streaming backends read directly (computing in float32 or float64 inside).
 LOGIT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
-#: Default number of logits (rows x V) one chunk of the chunked backend holds: 2**22 float32
-#: values = 16 MiB per temporary, a few temporaries alive at once.
-CHUNK_ELEMENTS = 1 << 22
+#: Default number of logits (rows x V) in one chunk of the chunked paths, per device type: on
+#: the CPU 2**20 float32 values = 4 MiB per temporary (cache-friendly; per-op overhead stays
+#: small); on a GPU 2**24 (64 MiB), so that each op is long enough to hide its launch.
+CHUNK_ELEMENTS = {"cpu": 1 << 20, "cuda": 1 << 24}
 
 _TRUE = ("1", "true", "yes", "on")
 
@@ -42,8 +43,12 @@ def triton_installed() -> bool:
 
 
 def _kernels_compiled_without_interpreter() -> bool:
-    """True when a Triton kernel module of ours was imported while TRITON_INTERPRET was off:
-    its kernels are then GPU-compiled objects and cannot run on the CPU any more."""
+    """True when Triton (its own library of @jit helpers, or our kernel modules) was imported
+    while TRITON_INTERPRET was off: those are then GPU-compiled objects, and an interpreted
+    kernel calling them fails deep inside Triton."""
+    random = sys.modules.get("triton.language.random")
+    if random is not None and type(random.randint).__name__ != "InterpretedFunction":
+        return True
     module = sys.modules.get("xdlm.kernels.triton_common")
     return module is not None and not module.INTERPRETED
 
@@ -60,11 +65,17 @@ def check_triton(device: torch.device, compute_dtype: torch.dtype) -> None:
         return
     if device.type != "cpu":
         raise RuntimeError(f"backend='triton' runs on CUDA tensors, got a tensor on {device}")
-    if not interpreter_requested() or _kernels_compiled_without_interpreter():
+    if not interpreter_requested():
         raise RuntimeError(
             "backend='triton' got CPU tensors: Triton runs on the CPU only under its interpreter, "
             "enabled by TRITON_INTERPRET=1 set before triton is imported. Use backend='auto' or "
             "'chunked' on the CPU (same numbers), or move the tensors to a CUDA device."
+        )
+    if _kernels_compiled_without_interpreter():
+        raise RuntimeError(
+            "backend='triton' got CPU tensors and TRITON_INTERPRET=1 is set, but triton was "
+            "imported before it was set, so its kernels are compiled for the GPU: set "
+            "TRITON_INTERPRET=1 before anything imports triton, or use backend='chunked'."
         )
 
 
@@ -114,10 +125,18 @@ def as_ids(tokens: torch.Tensor) -> torch.Tensor:
     return tokens.reshape(-1).to(torch.int64).contiguous()
 
 
-def chunk_rows(n_rows: int, vocab_size: int, chunk_tokens: int | None) -> int:
-    """Rows per chunk: ``chunk_tokens`` if given, else as many as fit ``CHUNK_ELEMENTS``."""
+def chunk_rows(
+    n_rows: int,
+    vocab_size: int,
+    chunk_tokens: int | None,
+    device: torch.device | None = None,
+    scale: int = 1,
+) -> int:
+    """Rows per chunk: ``chunk_tokens`` if given, else as many as fit ``scale x CHUNK_ELEMENTS``
+    (the fused LM head asks for larger chunks: each chunk also reads and writes all of dW)."""
     if chunk_tokens is not None:
         if int(chunk_tokens) < 1:
             raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
         return int(chunk_tokens)
-    return max(1, min(max(n_rows, 1), CHUNK_ELEMENTS // max(vocab_size, 1)))
+    budget = CHUNK_ELEMENTS.get(device.type if device is not None else "cpu", CHUNK_ELEMENTS["cuda"])
+    return max(1, min(max(n_rows, 1), scale * budget // max(vocab_size, 1)))

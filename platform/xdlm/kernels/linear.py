@@ -1,17 +1,26 @@
-"""LM head + NELBO statistics fused over token chunks: the [T, V] logits never exist at once.
+"""LM head + NELBO statistics fused: the [T, V] logits never exist at once.
 
-For hidden h [T, D], head weight W [V, D] and bias b [V], chunk c of C tokens:
+For hidden h [T, D], head weight W [V, D] and bias b [V]:
 
-    forward   logits_c = h_c W^T + b            (C x V, in the inputs' dtype, then freed)
-              stats_c  = statistics(logits_c)   (the backend's row kernel; keeps lse, sum_sigmoid)
-    backward  logits_c = h_c W^T + b            (recomputed: one extra matmul per chunk)
-              G_c      = d loss / d logits_c    (written over logits_c in place)
-              dh_c     = G_c W                  dW += G_c^T h_c          db += sum_rows G_c
+    forward, chunks c of C tokens:
+        logits_c = h_c W^T + b_c              (C x V in the inputs' dtype, then freed)
+        stats_c  = row kernel(logits_c)       (keeps lse and sum_sigmoid: 2 floats per token)
 
-Peak extra memory: one C x V logits chunk and the row kernel's temporaries, plus dW (and a
-float32 accumulator for dW / db when the weights are 16-bit, so the sum over chunks does not
-round at every chunk).  Cost: 4 matmuls instead of 3 (the recompute), the price of never storing
-the logits.  The loss formula on the [T] statistics is shared with ``loss.nelbo``.
+    backward, blocks j of B vocabulary ids (when T <= V, the usual case):
+        logits_j = h W_j^T + b_j              (T x B, recomputed: the gradient of a block of
+        G_j      = d loss / d logits_j          columns needs only the saved lse, sum_sigmoid)
+        dW_j = G_j^T h   db_j = sum_rows G_j  (each written once)      dh += G_j W_j
+
+    backward, chunks c of C tokens (when T > V):
+        logits_c recomputed, G_c in place      dh_c = G_c W   dW += G_c^T h_c   db += sum G_c
+
+The two backward schedules hold the same C x V (or T x B) buffers; they differ in what is
+re-accumulated per step: dh (T x D) for vocabulary blocks, dW (V x D) for token chunks, so the
+smaller of T and V picks the schedule.  Peak extra memory: one chunk or block of logits and the
+row kernel's temporaries, plus dW and dh (which every path produces) and a float32 accumulator
+for the re-accumulated one when the inputs are 16-bit (rounded once, like one big matmul).
+Cost: 4 matmuls instead of 3 (the recompute), the price of never storing the logits.  The loss
+formula on the [T] statistics is shared with ``loss.nelbo``.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ class LinearStatisticsFunction(torch.autograd.Function):
     -> (logp_z, logp_x, sum_log1p), each [T]; gradients for hidden, weight, bias and shift."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, x, z, shift, backend, mask_id, dtype, chunk):
+    def forward(ctx, hidden, weight, bias, x, z, shift, backend, mask_id, dtype, chunk, block, schedule):
         impl = backend_module(backend)
         T = hidden.shape[0]
         parts: list[RowStats] = []
@@ -47,6 +56,7 @@ class LinearStatisticsFunction(torch.autograd.Function):
         if lse is None:  # T == 0
             lse = logp_z = logp_x = hidden.new_empty(0, dtype=dtype)
         ctx.impl, ctx.mask_id, ctx.dtype, ctx.chunk = impl, mask_id, dtype, chunk
+        ctx.block, ctx.schedule = block, schedule
         ctx.has_shift = shift is not None
         ctx.has_bias = bias is not None
         ctx.save_for_backward(hidden, weight, bias, x, z, shift, lse, sum_sigmoid)
@@ -58,46 +68,83 @@ class LinearStatisticsFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_z, g_x, g_s):
         hidden, weight, bias, x, z, shift, lse, sum_sigmoid = ctx.saved_tensors
-        need_h, need_w, need_b = ctx.needs_input_grad[:3]
-        T, chunk = hidden.shape[0], ctx.chunk
-        grad_h = torch.empty_like(hidden) if need_h else None
-        # 16-bit weights: accumulate the chunk sums in float32 (like one big matmul would)
-        acc_dtype = torch.float32 if weight.dtype in (torch.float16, torch.bfloat16) else weight.dtype
-        grad_w = torch.zeros(weight.shape, dtype=acc_dtype, device=weight.device) if need_w else None
-        grad_b = (
-            torch.zeros(weight.shape[0], dtype=acc_dtype, device=weight.device)
-            if need_b and ctx.has_bias else None
-        )
-        if need_h or need_w or need_b:
-            for start in range(0, T, chunk):
-                rows = slice(start, start + chunk)
-                h = hidden[rows]
-                logits = F.linear(h, weight, bias)  # recompute this chunk's logits
-                stats = RowStats(lse[rows], None, None, None,
-                                 None if sum_sigmoid is None else sum_sigmoid[rows])
-                grad = ctx.impl.backward(
-                    logits, x[rows], z[rows], None if shift is None else shift[rows], stats,
-                    g_z[rows], g_x[rows], g_s[rows] if ctx.has_shift else None,
-                    ctx.mask_id, ctx.dtype, logits, chunk,  # in place: the chunk is ours
-                )
-                if need_h:
-                    torch.mm(grad, weight, out=grad_h[rows])
-                if need_w:
-                    if acc_dtype == grad.dtype:
-                        grad_w.addmm_(grad.t(), h)
-                    else:
-                        grad_w.add_(grad.t() @ h)
-                if grad_b is not None:
-                    grad_b.add_(grad.sum(0, dtype=acc_dtype))
-                del logits, grad
+        need = ctx.needs_input_grad[:3]
+        grads = (None, None, None)
+        if any(need):
+            stats = RowStats(lse, None, None, None, sum_sigmoid)
+            g_s = g_s if ctx.has_shift else None
+            step = _backward_vocab_blocks if ctx.schedule == "vocab" else _backward_token_chunks
+            grads = step(ctx, hidden, weight, bias, x, z, shift, stats, g_z, g_x, g_s, need)
         grad_shift = None
         if ctx.has_shift and ctx.needs_input_grad[5]:
             grad_shift = (g_s * sum_sigmoid).to(shift.dtype)
-        if grad_w is not None:
-            grad_w = grad_w.to(weight.dtype)
+        return (*grads, None, None, grad_shift, None, None, None, None, None, None)
+
+
+def _accumulator(like: torch.Tensor) -> torch.Tensor:
+    """Zeros shaped like ``like``, in float32 when it is 16-bit (a sum over many matmuls)."""
+    dtype = torch.float32 if like.dtype in (torch.float16, torch.bfloat16) else like.dtype
+    return torch.zeros(like.shape, dtype=dtype, device=like.device)
+
+
+def _backward_vocab_blocks(ctx, hidden, weight, bias, x, z, shift, stats, g_z, g_x, g_s, need):
+    """dW, db block by block (written once); dh accumulated over blocks."""
+    need_h, need_w, need_b = need
+    V, block = weight.shape[0], ctx.block
+    grad_h = _accumulator(hidden) if need_h else None
+    grad_w = torch.empty_like(weight) if need_w else None
+    grad_b = torch.empty_like(bias) if need_b and bias is not None else None
+    for v0 in range(0, V, block):
+        cols = slice(v0, v0 + block)
+        w_j = weight[cols]
+        logits = F.linear(hidden, w_j, None if bias is None else bias[cols])  # [T, B]
+        grad = ctx.impl.backward(  # in place over the recomputed block
+            logits, x, z, shift, stats, g_z, g_x, g_s, ctx.mask_id, ctx.dtype, logits,
+            logits.shape[0], v0,
+        )
+        if need_h:
+            if grad_h.dtype == grad.dtype:
+                grad_h.addmm_(grad, w_j)
+            else:
+                grad_h.add_(grad @ w_j)
+        if need_w:
+            torch.mm(grad.t(), hidden, out=grad_w[cols])
         if grad_b is not None:
-            grad_b = grad_b.to(bias.dtype)
-        return grad_h, grad_w, grad_b, None, None, grad_shift, None, None, None, None
+            grad_b[cols] = grad.sum(0, dtype=torch.float32).to(grad_b.dtype)
+        del logits, grad
+    return (None if grad_h is None else grad_h.to(hidden.dtype)), grad_w, grad_b
+
+
+def _backward_token_chunks(ctx, hidden, weight, bias, x, z, shift, stats, g_z, g_x, g_s, need):
+    """dh chunk by chunk (written once); dW, db accumulated over chunks."""
+    need_h, need_w, need_b = need
+    T, chunk = hidden.shape[0], ctx.chunk
+    grad_h = torch.empty_like(hidden) if need_h else None
+    grad_w = _accumulator(weight) if need_w else None
+    grad_b = _accumulator(bias) if need_b and bias is not None else None
+    for start in range(0, T, chunk):
+        rows = slice(start, start + chunk)
+        h = hidden[rows]
+        logits = F.linear(h, weight, bias)  # recompute this chunk's logits
+        chunk_stats = RowStats(stats.lse[rows], None, None, None,
+                               None if stats.sum_sigmoid is None else stats.sum_sigmoid[rows])
+        grad = ctx.impl.backward(  # in place: the chunk is ours
+            logits, x[rows], z[rows], None if shift is None else shift[rows], chunk_stats,
+            g_z[rows], g_x[rows], None if g_s is None else g_s[rows],
+            ctx.mask_id, ctx.dtype, logits, chunk,
+        )
+        if need_h:
+            torch.mm(grad, weight, out=grad_h[rows])
+        if need_w:
+            if grad_w.dtype == grad.dtype:
+                grad_w.addmm_(grad.t(), h)
+            else:
+                grad_w.add_(grad.t() @ h)
+        if grad_b is not None:
+            grad_b.add_(grad.sum(0, dtype=grad_b.dtype))
+        del logits, grad
+    return (grad_h, None if grad_w is None else grad_w.to(weight.dtype),
+            None if grad_b is None else grad_b.to(bias.dtype))
 
 
 def linear_nelbo(
@@ -115,11 +162,14 @@ def linear_nelbo(
     backend: str = "auto",
     dtype: torch.dtype = torch.float32,
     chunk_tokens: int | None = None,
+    chunk_vocab: int | None = None,
 ) -> torch.Tensor:
     """l_t per token for logits = hidden W^T + b, without materialising them (unless 'torch').
 
     hidden: [..., D]; weight: [V, D]; bias: [V] or None; x0, z_t: [...]; alpha_t, dalpha_t
-    broadcast to x0.shape in ``dtype``.  Returns [...] in ``dtype``.
+    broadcast to x0.shape in ``dtype``.  Returns [...] in ``dtype``.  ``chunk_tokens``: rows per
+    forward chunk (and per backward chunk when T > V); ``chunk_vocab``: columns per backward
+    block (when T <= V); both default to a memory budget (``dispatch.CHUNK_ELEMENTS``).
     """
     for name, t in (("hidden", hidden), ("weight", weight)):
         dispatch.check_logits(name, t)
@@ -145,9 +195,13 @@ def linear_nelbo(
     x, z = dispatch.as_ids(x0), dispatch.as_ids(z_t)
     alpha = alpha_t.reshape(-1)
     shift = log_ratio(alpha, vocab_size, k)
-    chunk = dispatch.chunk_rows(h.shape[0], vocab_size, chunk_tokens)
+    T = h.shape[0]
+    # 4x the default budget: every step also re-accumulates dh (T x D) or dW (V x D)
+    chunk = dispatch.chunk_rows(T, vocab_size, chunk_tokens, h.device, scale=4)
+    block = dispatch.chunk_rows(vocab_size, T, chunk_vocab, h.device, scale=4)
+    schedule = "vocab" if T <= vocab_size else "tokens"
     logp_z, logp_x, sum_log1p = LinearStatisticsFunction.apply(
-        h, weight, bias, x, z, shift, name, mask_id, dtype, chunk
+        h, weight, bias, x, z, shift, name, mask_id, dtype, chunk, block, schedule
     )
     stats = TokenStatistics(logp_z, logp_x, sum_log1p if shift is not None else None)
     loss = nelbo_from_statistics(

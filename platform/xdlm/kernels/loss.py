@@ -45,7 +45,7 @@ def nelbo(
     x, z = dispatch.as_ids(x0), dispatch.as_ids(z_t)
     alpha = alpha_t.reshape(-1)
     shift = log_ratio(alpha, vocab_size, k)
-    chunk = dispatch.chunk_rows(rows.shape[0], vocab_size, chunk_tokens)
+    chunk = dispatch.chunk_rows(rows.shape[0], vocab_size, chunk_tokens, rows.device)
     stats = statistics(
         rows, x, z, shift, backend=name, mask_id=mask_id, dtype=dtype, chunk=chunk,
         inplace=inplace_backward,

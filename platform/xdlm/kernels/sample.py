@@ -63,7 +63,7 @@ def sample_step(
                       top_p, generator, greedy, gumbel_float64)
     rows = dispatch.as_rows(logits)
     z = dispatch.as_ids(z_t)
-    chunk = dispatch.chunk_rows(rows.shape[0], vocab_size, chunk_tokens)
+    chunk = dispatch.chunk_rows(rows.shape[0], vocab_size, chunk_tokens, rows.device)
     module = "xdlm.kernels.chunked_sample" if name == "chunked" else "xdlm.kernels.triton_sample"
     rd = importlib.import_module(module).row_draw(
         rows, mask_id, top_p, greedy, generator, chunk, gumbel_float64

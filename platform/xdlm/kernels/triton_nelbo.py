@@ -98,9 +98,10 @@ def _stats_fwd(
 def _stats_bwd(
     logits_ptr, stride_t, grad_ptr, stride_g, x_ptr, z_ptr, shift_ptr,
     lse_ptr, sum_sigmoid_ptr, g_z_ptr, g_x_ptr, g_s_ptr,
-    T, V, mask_id,
+    T, V, mask_id, col_offset,
     HAS_SHIFT: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr,
 ):
+    # V is the width of this block of columns; ids compare as col_offset + local column
     rows = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
     row_ok = rows < T
     base = logits_ptr + rows.to(tl.int64) * stride_t
@@ -128,9 +129,10 @@ def _stats_bwd(
         if HAS_SHIFT:
             _, sg = softplus_sigmoid(logp + shift[:, None])
             grad += g_s[:, None] * sg
-        grad += tl.where(cols[None, :] == z[:, None], g_z[:, None], 0.0)
-        grad += tl.where(cols[None, :] == x[:, None], g_x[:, None], 0.0)
-        grad = tl.where(cols[None, :] == mask_id, 0.0, grad)
+        ids = col_offset + cols
+        grad += tl.where(ids[None, :] == z[:, None], g_z[:, None], 0.0)
+        grad += tl.where(ids[None, :] == x[:, None], g_x[:, None], 0.0)
+        grad = tl.where(ids[None, :] == mask_id, 0.0, grad)
         tl.store(gbase[:, None] + cols[None, :], grad.to(grad_ptr.dtype.element_ty), mask=inside)
 
 
@@ -180,11 +182,13 @@ def backward(
     dtype: torch.dtype,
     out: torch.Tensor,
     chunk: int | None = None,
+    col_offset: int = 0,
     *,
     block_t: int | None = None,
     block_v: int | None = None,
 ) -> torch.Tensor:
-    """Write d loss / d logits into ``out`` [T, V] (unit stride along V; may alias logits)."""
+    """Write d loss / d logits into ``out`` [T, W] (unit stride along W; may alias logits);
+    ``logits`` may be a block of W columns starting at id ``col_offset``."""
     del dtype, chunk
     T, V = logits.shape
     if T == 0:
@@ -198,7 +202,7 @@ def backward(
         f32(shift) if has_shift else dummy, stats.lse,
         stats.sum_sigmoid if has_shift else dummy, f32(g_z), f32(g_x),
         f32(g_s) if has_shift else dummy,
-        T, V, mask_id, HAS_SHIFT=has_shift, **cfg,
+        T, V, mask_id, col_offset, HAS_SHIFT=has_shift, **cfg,
     )
     return out
 
