@@ -58,7 +58,7 @@ def evaluate_run(
     if eval_sets is not None:
         job.data.eval_sets = list(eval_sets)
     data = build_datasets(job.data)
-    objective = make_objective(job.model.backbone, loaded.process, loaded.schedule)
+    objective = make_objective(job.model.backbone, loaded.process, loaded.schedule, job.diffusion.loss_backend)
     metrics: dict[str, float] = {}
     for name in ["validation", *data.eval_sets]:
         total, count = nelbo_sums(objective, loaded.model, data.eval_batches(job.train.micro_batch, name=name),

@@ -155,7 +155,8 @@ def run_training(job: JobConfig, resume: bool = False, parent_run_id: str | None
         result = trainer.fit()
     except BaseException as err:
         if logger is not None:
-            logger.close("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+            # SystemExit is how Ray Tune stops a trial (e.g. ASHA): stopped, not failed.
+            logger.close("KILLED" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "FAILED")
         raise
     checkpoint = result.checkpoint.path if result.checkpoint is not None else None
     metrics: dict[str, Any] = dict(result.metrics or {})

@@ -77,7 +77,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     tok = data.tokenizer
     process = XDLM(tok.vocab_size, tok.mask_id, job.diffusion.k)
     schedule = schedules.get(job.diffusion.schedule, **job.diffusion.schedule_params)
-    objective = make_objective(job.model.backbone, process, schedule)
+    objective = make_objective(job.model.backbone, process, schedule, job.diffusion.loss_backend)
     model = build_model(job.model, tok.vocab_size).to(device)
     ema = EMA(model, job.optim.ema)
     optimizer = build_optimizer(model, job.optim)

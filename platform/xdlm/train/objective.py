@@ -26,6 +26,7 @@ def diffusion_loss(
     x0: torch.Tensor,
     t: torch.Tensor,
     generator: torch.Generator | None = None,
+    backend: str = "auto",
 ) -> torch.Tensor:
     """Token-mean NELBO estimate: x0 [B, L] clean ids, t [B] times -> scalar.
 
@@ -37,7 +38,7 @@ def diffusion_loss(
     dalpha_t = schedule.dalpha(t)[:, None].to(x0.device)
     z_t = process.sample_marginal(x0, alpha_t, generator=generator)
     logits = model(z_t, t.to(device=x0.device, dtype=torch.float32))
-    return process.nelbo(logits, x0, z_t, alpha_t, dalpha_t, validate=False).mean()
+    return process.nelbo(logits, x0, z_t, alpha_t, dalpha_t, validate=False, backend=backend).mean()
 
 
 def autoregressive_loss(model: torch.nn.Module, x0: torch.Tensor) -> torch.Tensor:
@@ -46,7 +47,8 @@ def autoregressive_loss(model: torch.nn.Module, x0: torch.Tensor) -> torch.Tenso
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), x0[:, 1:].reshape(-1))
 
 
-def make_objective(backbone: str, process: XDLM, schedule: Schedule) -> Objective:
+def make_objective(backbone: str, process: XDLM, schedule: Schedule, backend: str = "auto") -> Objective:
+    """The loss of ``backbone``; ``backend`` picks the NELBO implementation (docs/kernels.md)."""
     if backbone == "causal_dit":
         return lambda model, x0, t, generator=None: autoregressive_loss(model, x0)
-    return lambda model, x0, t, generator=None: diffusion_loss(model, process, schedule, x0, t, generator)
+    return lambda model, x0, t, generator=None: diffusion_loss(model, process, schedule, x0, t, generator, backend)
