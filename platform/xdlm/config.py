@@ -75,7 +75,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     deepspeed: dict[str, Any] = field(default_factory=dict)
-    """DeepSpeed config passthrough (GPU only), e.g. {zero_optimization: {stage: 2}}; empty = DDP."""
+    """Reserved for a DeepSpeed config passthrough (ZeRO-1/2 on GPU); not wired yet: must stay empty (DDP)."""
     max_time_s: float | None = None
     """Stop (with a checkpoint) after this much wall time."""
 

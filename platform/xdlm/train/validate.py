@@ -67,8 +67,9 @@ def validate_job(job: JobConfig) -> None:
     for name in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "eval_batches"):
         value = getattr(t, name)
         _require(value >= 1, f"train.{name}", f"must be >= 1, got {value}")
-    _require(not t.deepspeed or c.use_gpu, "train.deepspeed",
-             "DeepSpeed is a GPU option here: set cluster.use_gpu=true or leave train.deepspeed empty (DDP)")
+    # Refused rather than ignored: the loop trains with DDP only until the DeepSpeed engine is wired in.
+    _require(not t.deepspeed, "train.deepspeed",
+             "DeepSpeed ZeRO is not wired into the training loop yet; leave train.deepspeed empty (DDP)")
     _require(t.max_time_s is None or t.max_time_s > 0, "train.max_time_s", f"must be > 0, got {t.max_time_s}")
     _require(c.cpus_per_worker > 0, "cluster.cpus_per_worker", f"must be > 0, got {c.cpus_per_worker}")
     _require(c.max_failures >= 0, "cluster.max_failures", f"must be >= 0, got {c.max_failures}")
