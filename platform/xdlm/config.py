@@ -174,6 +174,19 @@ def _node_at(dotted: str):
     return node
 
 
+def apply_overrides(merged, overrides, make_error):
+    """Merge dotted ``key=value`` overrides one at a time, so an error names the one at fault;
+    ``make_error(omegaconf_error, source)`` turns OmegaConf's error into a ``ConfigError``."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like dotted.key=value")
+        try:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
+        except OmegaConfBaseException as err:
+            raise make_error(err, f"override {item!r}") from None
+    return merged
+
+
 def load_job(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> JobConfig:
     """Defaults <- YAML file <- dotted overrides, then validation. Returns a ``JobConfig``."""
     schema = OmegaConf.structured(JobConfig)
@@ -189,13 +202,7 @@ def load_job(path: str | os.PathLike | None = None, overrides: list[str] | tuple
         merged = OmegaConf.merge(*layers)
     except OmegaConfBaseException as err:
         raise _error_from_omegaconf(err, str(path)) from None
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like dotted.key=value")
-        try:
-            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
-        except OmegaConfBaseException as err:
-            raise _error_from_omegaconf(err, f"override {item!r}") from None
+    merged = apply_overrides(merged, overrides, _error_from_omegaconf)
     job: JobConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
     return job.validate()
 

@@ -19,7 +19,7 @@ from typing import Any
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from xdlm.config import ConfigError
+from xdlm.config import ConfigError, apply_overrides
 
 PARAM_KINDS = ("grid", "choice", "uniform", "loguniform", "quniform", "qloguniform", "randint")
 """How one key is searched: ``grid`` enumerates ``values``; ``choice`` samples one of them;
@@ -191,13 +191,7 @@ def load_sweep(path: "str | os.PathLike | None" = None, overrides: "list[str] | 
         merged = OmegaConf.merge(*layers)
     except OmegaConfBaseException as err:
         raise _spec_error(err, source) from None
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like dotted.key=value")
-        try:
-            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
-        except OmegaConfBaseException as err:
-            raise _spec_error(err, f"override {item!r}") from None
+    merged = apply_overrides(merged, overrides, _spec_error)
     try:
         spec: SweepSpec = OmegaConf.to_object(merged)  # type: ignore[assignment]
     except OmegaConfBaseException as err:
