@@ -118,3 +118,12 @@ def test_checkpoints_to_s3_and_resume_from_there(ray_session, small_job, s3_endp
     body = boto3.client("s3").get_object(Bucket=s3_endpoint["bucket"], Key=states[-1])["Body"].read()
     (tmp_path / "state.pt").write_bytes(body)
     assert torch.load(tmp_path / "state.pt", weights_only=False)["counters"]["step"] == 4
+
+
+def test_time_budget_stops_every_worker_with_a_checkpoint(ray_session, small_job):
+    """train.max_time_s: all ranks agree to stop (no deadlock), and the stop leaves a checkpoint."""
+    job = small_job("train.steps=100000", "train.max_time_s=3", "train.eval_every=1000",
+                    "train.checkpoint_every=1000", name="budget")
+    outcome = run_training(job, tracking=False)
+    step = final_state(outcome.run_dir)["counters"]["step"]
+    assert 1 <= step < 100000

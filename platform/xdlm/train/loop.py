@@ -57,6 +57,15 @@ def mean_over_workers(value: float, count: float = 1.0) -> float:
     return float(pair[0] / pair[1])
 
 
+def any_worker(flag: bool) -> bool:
+    """True on every rank if it is True on any: ranks must take the same branch (every rank must
+    call it), or the next collective deadlocks."""
+    value = torch.tensor([1.0 if flag else 0.0])
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def autocast_context(job: JobConfig, device: torch.device):
     use_bf16 = job.train.precision == "bf16" or (job.train.precision == "auto" and device.type == "cuda")
     if use_bf16:
@@ -142,7 +151,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
         # 4. log, evaluate, checkpoint (the same decisions on every rank)
         last = counters.step == job.train.steps
-        out_of_time = job.train.max_time_s is not None and time.monotonic() - started > job.train.max_time_s
+        out_of_time = job.train.max_time_s is not None and any_worker(
+            time.monotonic() - started > job.train.max_time_s
+        )
         if counters.step % job.train.log_every == 0 or last:
             train_loss = mean_over_workers(step_loss)
             tracker.log_metrics({
