@@ -50,16 +50,15 @@ def unigram_entropy(tokens: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def generative_perplexity(
-    log_likelihood: Callable[[torch.Tensor], torch.Tensor], tokens: torch.Tensor, batch_size: int = 16
-) -> float:
-    """exp(-mean per-token log-likelihood) of ``tokens`` under an evaluator LM.
+def generative_perplexity(scorer: Callable, tokens: torch.Tensor, batch_size: int = 16) -> float:
+    """exp(-total log-likelihood / total scored tokens) of ``tokens`` under an evaluator LM.
 
-    ``log_likelihood(tokens [B, L]) -> [B]`` sums log p(x_{i+1} | x_{<=i}) over L - 1 predictions.
+    ``scorer(tokens [B, L]) -> (log-likelihood sums [B], scored token counts [B])``
+    (``xdlm.eval.evaluators``).
     """
-    total, count = 0.0, 0
+    total, count = 0.0, 0.0
     for start in range(0, tokens.shape[0], batch_size):
-        chunk = tokens[start : start + batch_size]
-        total += float(log_likelihood(chunk).sum())
-        count += chunk.shape[0] * (chunk.shape[1] - 1)
+        ll, n = scorer(tokens[start : start + batch_size])
+        total += float(ll.sum())
+        count += float(n.sum())
     return math.exp(-total / count)

@@ -68,7 +68,7 @@ def evaluate_run(
     metrics["validation/unigram_ppl"] = float(data.unigram_baseline().perplexity)
     if job.model.backbone == "causal_dit":
         return metrics
-    from xdlm.train.reporting import load_evaluator
+    from xdlm.eval.evaluators import load_evaluator
 
     scorer = load_evaluator(evaluator or job.eval.evaluator, data.tokenizer, device)
     for steps in sample_steps or job.eval.sample_steps:

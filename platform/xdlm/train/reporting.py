@@ -7,10 +7,8 @@ dead tracking server never stalls or kills training.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 from xdlm.config import JobConfig
+from xdlm.eval.evaluators import load_evaluator
 from xdlm.eval.generation import generate, generative_perplexity, unigram_entropy
 from xdlm.eval.likelihood import nelbo_sums, perplexity
 
@@ -84,26 +82,3 @@ def final_evaluation(model, ema, objective, process, schedule, data, job: JobCon
             if evaluator is not None:
                 metrics[f"gen/ppl_{steps}steps"] = generative_perplexity(evaluator, tokens.to(device))
     return metrics
-
-
-def load_evaluator(spec: str | None, tokenizer: Any, device):
-    """``log_likelihood(tokens [B, L]) -> [B]`` of an evaluator LM, or None.
-
-    ``spec`` is a run directory (or checkpoint directory) of a causal model trained by
-    ``jobs/ar_evaluator.yaml`` on the same tokenizer.
-    """
-    if not spec:
-        return None
-    from xdlm.train.restore import load_model_from_run
-
-    path = Path(spec).expanduser()
-    if not path.exists():
-        raise ValueError(
-            f"eval.evaluator: {spec!r} is not a run directory; train one with jobs/ar_evaluator.yaml "
-            "(HF evaluator models by name need a network and the 'transformers' package)"
-        )
-    model, job = load_model_from_run(path, device)
-    if model.vocab_size != tokenizer.vocab_size:
-        raise ValueError(f"eval.evaluator: vocabulary {model.vocab_size} != the tokenizer's {tokenizer.vocab_size}")
-    model.eval()
-    return lambda tokens: model.log_likelihood(tokens.to(device))
