@@ -75,7 +75,8 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     deepspeed: dict[str, Any] = field(default_factory=dict)
-    """Reserved for a DeepSpeed config passthrough (ZeRO-1/2 on GPU); not wired yet: must stay empty (DDP)."""
+    """DeepSpeed config passthrough, e.g. {zero_optimization: {stage: 2}, bf16: {enabled: true}}; ZeRO-1/2.
+    Batch sizes, accumulation and clipping are filled in from the job. Empty: DDP."""
     max_time_s: float | None = None
     """Stop (with a checkpoint) after this much wall time."""
 

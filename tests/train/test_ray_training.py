@@ -127,3 +127,19 @@ def test_time_budget_stops_every_worker_with_a_checkpoint(ray_session, small_job
     outcome = run_training(job, tracking=False)
     step = final_state(outcome.run_dir)["counters"]["step"]
     assert 1 <= step < 100000
+
+
+def test_deepspeed_zero2_trains_checkpoints_and_resumes(ray_session, small_job):
+    """train.deepspeed passes through to deepspeed.initialize (ZeRO-2 over gloo on the CPU): every
+    rank writes its optimizer shard into the same checkpoint, and a resume loads them back."""
+    zero = "train.deepspeed={zero_optimization: {stage: 2}}"
+    first = run_training(small_job(zero, "train.steps=2", name="zero2"), tracking=False)
+    shards = sorted(p.name for p in (latest_checkpoint(first.run_dir) / "deepspeed").iterdir())
+    assert "zero_pp_rank_0_mp_rank_00_optim_states.pt" in shards
+    assert "zero_pp_rank_1_mp_rank_00_optim_states.pt" in shards
+    resumed = run_training(small_job(zero, "train.steps=4", name="zero2"), resume=True, tracking=False)
+    state = final_state(resumed.run_dir)
+    assert state["counters"]["step"] == 4
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    with pytest.raises(ConfigError, match="train.deepspeed"):
+        run_training(small_job("train.steps=6", name="zero2"), resume=True, tracking=False)

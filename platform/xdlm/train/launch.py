@@ -58,6 +58,8 @@ def check_run_dir(job: JobConfig, resume: bool) -> dict[str, Any] | None:
     old = from_dict(record["job"])
     changed = [d for section in FROZEN_ON_RESUME
                for d in differences(to_dict(old)[section], to_dict(job)[section], f"{section}.")]
+    # DDP keeps the optimizer in state.pt, ZeRO in per-rank shards: a checkpoint of one cannot feed the other
+    changed += differences(old.train.deepspeed, job.train.deepspeed, "train.deepspeed.")
     if changed:
         raise ConfigError(
             f"--resume: run {job.name!r} was trained with a different configuration; its checkpoints "

@@ -29,8 +29,9 @@ from xdlm.diffusion import XDLM, schedules, time_sampling
 from xdlm.eval.likelihood import nelbo_sums, perplexity
 from xdlm.models import build_model, count_parameters, flops_per_token
 from xdlm.train import checkpoint as ckpt
+from xdlm.train.engine import build_engine
 from xdlm.train.objective import make_objective
-from xdlm.train.optim import EMA, build_optimizer, build_scheduler
+from xdlm.train.optim import EMA
 from xdlm.train.progress import Progress
 from xdlm.train.reporting import WorkerTracker
 
@@ -89,26 +90,22 @@ def train_loop_per_worker(loop_config: dict) -> None:
     objective = make_objective(job.model.backbone, process, schedule, job.diffusion.loss_backend)
     model = build_model(job.model, tok.vocab_size).to(device)
     ema = EMA(model, job.optim.ema)
-    optimizer = build_optimizer(model, job.optim)
-    scheduler = build_scheduler(optimizer, job.optim, job.train.steps)
     batches = data.train_batches(job.train.micro_batch, rank=rank, world_size=world, seed=job.train.seed)
     counters = Counters()
 
     # -- resume: Ray hands back the latest reported checkpoint after a restart ------------
     restored = ray.train.get_checkpoint()
-    if restored is not None:
-        with restored.as_directory() as directory:
-            state = ckpt.read_checkpoint(directory)
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        batches.load_state_dict(state["data"][rank] if world == len(state["data"]) else state["data"][0])
-        counters = Counters(**state["counters"])
+    with restored.as_directory() if restored is not None else contextlib.nullcontext() as directory:
+        state = ckpt.read_checkpoint(directory) if directory is not None else None
+        if state is not None:
+            model.load_state_dict(state["model"])
+            ema.load_state_dict(state["ema"])
+            batches.load_state_dict(state["data"][rank] if world == len(state["data"]) else state["data"][0])
+            counters = Counters(**state["counters"])
+        engine = build_engine(model, job, world)  # DDP or DeepSpeed: optimizer, schedule, clipping
+        if state is not None:
+            engine.load_state_dict(state, directory)
 
-    train_model = ray.train.torch.prepare_model(model) if world > 1 else model
-    if job.train.compile:
-        train_model = torch.compile(train_model)
     accum = job.accum_steps
     tokens_per_step = job.train.global_batch * job.data.seq_len
     flops_per_step = flops_per_token(job.model, job.data.seq_len) * tokens_per_step
@@ -124,8 +121,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
             job.train.global_batch, job.diffusion.t_min,
             generator=torch.Generator().manual_seed(step_seed(job.train.seed, step)),
         )
-        train_model.train()
-        optimizer.zero_grad(set_to_none=True)
+        engine.forward_model.train()
+        engine.zero_grad()
         step_loss = 0.0
         # 2. accumulate gradients; DDP all-reduces only on the last micro-step
         for micro in range(accum):
@@ -134,17 +131,12 @@ def train_loop_per_worker(loop_config: dict) -> None:
             seed = step_seed(job.train.seed, step, rank, micro)
             torch.manual_seed(seed)  # dropout
             noise = torch.Generator(device=device).manual_seed(seed)
-            sync = micro == accum - 1 or not hasattr(train_model, "no_sync")
-            with (contextlib.nullcontext() if sync else train_model.no_sync()), autocast_context(job, device):
-                loss = objective(train_model, x0, t, noise)
-            (loss / accum).backward()
+            with engine.sync_context(micro == accum - 1), autocast_context(job, device):
+                loss = objective(engine.forward_model, x0, t, noise)
+            engine.backward(loss)
             step_loss += loss.detach().item() / accum
-        # 3. update
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            model.parameters(), job.optim.grad_clip if job.optim.grad_clip > 0 else float("inf")
-        )
-        optimizer.step()
-        scheduler.step()
+        # 3. update: clip, AdamW, LR schedule, EMA
+        grad_norm = engine.step()
         ema.update(model)
         counters.step += 1
         counters.tokens += tokens_per_step
@@ -158,8 +150,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
             train_loss = mean_over_workers(step_loss)
             tracker.log_metrics({
                 "train/loss": train_loss,
-                "lr": scheduler.get_last_lr()[0],
-                "grad_norm": float(grad_norm),
+                "lr": engine.lr(),
+                "grad_norm": grad_norm,
                 "tokens": counters.tokens,
                 "flops": flops_per_step * counters.step,
                 "throughput/tokens_per_s": progress.tokens_per_s(counters.step, tokens_per_step),
@@ -174,7 +166,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             tracker.log_samples(model, ema, process, schedule, tok, job, counters.step, device)
             progress.note(f"val/nelbo {metrics['val/nelbo']:.3f}  val/ppl {metrics['val/ppl']:.1f}")
         if evaluate_now or checkpoint_now:
-            report(metrics, counters, model, ema, optimizer, scheduler, batches, job, rank, world, checkpoint_now)
+            report(metrics, counters, model, ema, engine, batches, job, rank, world, checkpoint_now)
         if out_of_time:
             progress.note(f"train.max_time_s reached at step {counters.step}: stopping with a checkpoint")
             break
@@ -204,25 +196,29 @@ def validate(model, ema, objective, data, job: JobConfig, rank, world, device) -
     return {"val/nelbo": nelbo, "val/ppl": perplexity(nelbo)}
 
 
-def report(metrics, counters, model, ema, optimizer, scheduler, batches, job, rank, world, with_checkpoint):
-    """Every rank reports (it is a barrier); rank 0 attaches the checkpoint directory."""
+def report(metrics, counters, model, ema, engine, batches, job, rank, world, with_checkpoint):
+    """Every rank reports (it is a barrier). Rank 0 writes ``state.pt``; with a sharded
+    optimizer (ZeRO) every rank also writes its shard, and Ray merges them into one checkpoint."""
     data_states = [None] * world
     if dist.is_initialized():
         dist.all_gather_object(data_states, batches.state_dict())
     else:
         data_states = [batches.state_dict()]
-    if not with_checkpoint or rank != 0:
+    writes = with_checkpoint and (rank == 0 or engine.shards_optimizer)
+    if not writes:
         ray.train.report(metrics)
         return
-    state = {
-        "model": model.state_dict(),
-        "ema": ema.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "data": data_states,
-        "counters": vars(counters).copy(),
-        "rng": ckpt.rng_states(),
-    }
     with tempfile.TemporaryDirectory(prefix="xdlm-ckpt-") as directory:
-        ckpt.write_checkpoint(directory, state, to_yaml(job))
+        if engine.shards_optimizer:
+            engine.save_shards(directory)
+        if rank == 0:
+            state = {
+                "model": model.state_dict(),
+                "ema": ema.state_dict(),
+                **engine.state_dict(),
+                "data": data_states,
+                "counters": vars(counters).copy(),
+                "rng": ckpt.rng_states(),
+            }
+            ckpt.write_checkpoint(directory, state, to_yaml(job))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))

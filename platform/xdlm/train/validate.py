@@ -67,9 +67,11 @@ def validate_job(job: JobConfig) -> None:
     for name in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "eval_batches"):
         value = getattr(t, name)
         _require(value >= 1, f"train.{name}", f"must be >= 1, got {value}")
-    # Refused rather than ignored: the loop trains with DDP only until the DeepSpeed engine is wired in.
-    _require(not t.deepspeed, "train.deepspeed",
-             "DeepSpeed ZeRO is not wired into the training loop yet; leave train.deepspeed empty (DDP)")
+    if t.deepspeed:
+        stage = (t.deepspeed.get("zero_optimization") or {}).get("stage", 0)
+        _require(stage in (0, 1, 2), "train.deepspeed.zero_optimization.stage",
+                 f"must be 0, 1 or 2 (ZeRO-3 would shard the weights that EMA and evaluation read), got {stage}")
+        _require(not t.compile, "train.compile", "torch.compile with DeepSpeed is not supported here; set it false")
     _require(t.max_time_s is None or t.max_time_s > 0, "train.max_time_s", f"must be > 0, got {t.max_time_s}")
     _require(c.cpus_per_worker > 0, "cluster.cpus_per_worker", f"must be > 0, got {c.cpus_per_worker}")
     _require(c.max_failures >= 0, "cluster.max_failures", f"must be >= 0, got {c.max_failures}")
