@@ -12,14 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from xdlm.data import DataConfig, build_datasets, make_source
-from xdlm.data.sources import (
-    HUB_DATASETS,
-    HubDatasetSpec,
-    HubSource,
-    StdlibSource,
-    iter_documents,
-    split_of,
-)
+from xdlm.data.hub_sources import HUB_DATASETS, HubDatasetSpec, HubSource
+from xdlm.data.sources import StdlibSource, iter_documents, split_of
 
 # ----- stdlib ------------------------------------------------------------------------------------
 
