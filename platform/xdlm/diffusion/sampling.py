@@ -137,7 +137,7 @@ class AncestralSampler:
     def sample(self, denoiser: Denoiser, shape: tuple[int, int] | None = None, **kwargs) -> torch.Tensor:
         """Run every step and return the final tokens [B, L]."""
         state = None
-        for state in self.iterate(denoiser, shape, **kwargs):
+        for state in self.iterate(denoiser, shape, **kwargs):  # noqa: B007 (the last one is the result)
             pass
         return state.z
 

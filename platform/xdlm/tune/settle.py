@@ -85,7 +85,11 @@ def settle_trials(state: dict[str, Any], spec, results):
         last_step = outcome.get("last", {}).get("step")
         if status == "stopped_early" and last_step is not None:
             client.set_tag(run_id, "xdlm.stopped_at_step", str(int(last_step)))
-        if client.get_run(run_id).info.status == "RUNNING":
+        current = client.get_run(run_id).info.status
+        # Tune's verdict wins over the trial's own: a trial stopped by the scheduler has its actor
+        # torn down under a running ``trainer.fit()``, which then sometimes raises on the way out
+        # and ends the run FAILED before the process goes (a race with the atexit KILLED).
+        if current == "RUNNING" or (status in ("stopped_early", "interrupted") and current != run_status):
             client.set_terminated(run_id, status=run_status)
 
     best = pick_best(records, spec.metric, spec.mode)

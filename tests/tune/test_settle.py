@@ -1,0 +1,85 @@
+"""What the sweep tells MLflow after ``Tuner.fit``: Tune's verdict per trial against runs in a real
+SQLite MLflow store. Tune's ResultGrid is given as the data it carries (path, error, metrics, and
+the trials' Tune status), so each case is exact rather than left to scheduling luck."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from xdlm.tracking.runs import make_client, start_run
+from xdlm.train.launch import RUN_RECORD
+from xdlm.tune import layout
+from xdlm.tune.settle import settle_trials
+
+
+class ResultGrid(list):
+    """Tune's ResultGrid as settle_trials reads it: iterable results plus the trials' statuses."""
+
+    def __init__(self, trials: dict[str, dict]):
+        super().__init__(SimpleNamespace(path=f"/tune/{tid}", error=t.get("error"), metrics=t.get("last", {}))
+                         for tid, t in trials.items())
+        self._experiment_analysis = SimpleNamespace(
+            trials=[SimpleNamespace(trial_id=tid, status=t["tune"]) for tid, t in trials.items()])
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    parent = start_run(uri, "sweeps", "s")
+    state = {"sweep_dir": str(tmp_path), "tracking_uri": uri, "parent_run_id": parent}
+
+    def add_trial(trial_id: str, run_status: str, done_metrics: dict | None = None) -> str:
+        run_id = start_run(uri, "sweeps", f"s-{trial_id}", parent_run_id=parent)
+        if run_status != "RUNNING":
+            make_client(uri).set_terminated(run_id, status=run_status)
+        run_dir = tmp_path / layout.TRIALS_DIR / f"s-{trial_id}"
+        run_dir.mkdir(parents=True)
+        (run_dir / RUN_RECORD).write_text(json.dumps({"mlflow_run_id": run_id}))
+        if done_metrics is not None:
+            layout.write_done(run_dir, {"metrics": done_metrics})
+        return run_id
+
+    return state, add_trial, make_client(uri)
+
+
+def test_tune_verdict_overrides_what_a_torn_down_trial_wrote(sweep):
+    state, add_trial, client = sweep
+    runs = {
+        # a trial ASHA stopped whose fit() raised while its actor went: the run says FAILED
+        "a": add_trial("a", "FAILED"),
+        # a stopped trial whose process died before it could say anything
+        "b": add_trial("b", "RUNNING"),
+        "c": add_trial("c", "FINISHED", {"val/nelbo": 5.0}),
+        "d": add_trial("d", "FINISHED", {"val/nelbo": 4.0}),
+        # a trial that really failed: Tune has its error, and a FAILED run stays FAILED
+        "e": add_trial("e", "FAILED"),
+    }
+    grid = ResultGrid({
+        "a": {"tune": "TERMINATED", "last": {"step": 4}},
+        "b": {"tune": "TERMINATED", "last": {"step": 2}},
+        "c": {"tune": "TERMINATED"},
+        "d": {"tune": "TERMINATED"},
+        "e": {"tune": "ERROR", "error": RuntimeError("boom")},
+    })
+    spec = SimpleNamespace(name="s", metric="val/nelbo", mode="min")
+    outcome = settle_trials(state, spec, grid)
+
+    assert outcome.statuses == {"a": "stopped_early", "b": "stopped_early", "c": "completed",
+                                "d": "completed", "e": "error"}
+    expected = {"a": "KILLED", "b": "KILLED", "c": "FINISHED", "d": "FINISHED", "e": "FAILED"}
+    for trial_id, run_id in runs.items():
+        run = client.get_run(run_id)
+        assert run.info.status == expected[trial_id], trial_id
+        assert run.data.tags["xdlm.trial_status"] == outcome.statuses[trial_id]
+    assert client.get_run(runs["a"]).data.tags["xdlm.stopped_at_step"] == "4"
+    assert outcome.best_trial_id == "d"
+    assert client.get_run(runs["d"]).data.tags["xdlm.best_trial"] == "true"
+    assert "xdlm.best_trial" not in client.get_run(runs["c"]).data.tags
+    parent = client.get_run(state["parent_run_id"])
+    assert parent.data.tags["xdlm.best_run_id"] == runs["d"]
+    assert parent.data.metrics["sweep/trials_stopped_early"] == 2
+    assert parent.data.metrics["best/val/nelbo"] == 4.0
+    assert not outcome.interrupted
