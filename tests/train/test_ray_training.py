@@ -143,3 +143,47 @@ def test_deepspeed_zero2_trains_checkpoints_and_resumes(ray_session, small_job):
     assert all(torch.isfinite(v).all() for v in state["model"].values())
     with pytest.raises(ConfigError, match="train.deepspeed"):
         run_training(small_job("train.steps=6", name="zero2"), resume=True, tracking=False)
+
+
+def checkpoint_at_step(run_dir: str, step: int) -> Path:
+    for directory in sorted(Path(run_dir).glob("checkpoint_*")):
+        if read_checkpoint(directory)["counters"]["step"] == step:
+            return directory
+    raise AssertionError(f"no checkpoint at step {step} in {run_dir}")
+
+
+def test_a_run_started_from_another_runs_checkpoint_continues_it(ray_session, small_job):
+    """PBT's exploit step: a new run from a donor's step-4 checkpoint. With the donor's
+    hyperparameters it is the donor continued, bit for bit; with another lr the schedule goes on
+    at step 4 with the new base lr."""
+    from mlflow.tracking import MlflowClient
+
+    from xdlm.train.optim import lr_multiplier
+
+    donor = run_training(small_job(name="donor"), tracking=False)
+    at_4 = str(checkpoint_at_step(donor.run_dir, 4))
+
+    same = run_training(small_job(name="same-hparams"), tracking=False, init_checkpoint=at_4)
+    a, b = final_state(donor.run_dir), final_state(same.run_dir)
+    assert b["counters"] == a["counters"] == {"step": 6, "tokens": 6 * 8 * 32}
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    for x, y in zip(a["ema"]["shadow"], b["ema"]["shadow"], strict=True):
+        assert torch.equal(x, y)
+    assert a["data"] == b["data"]
+
+    job = small_job("optim.lr=1e-3", "optim.weight_decay=0.05", name="new-lr")
+    outcome = run_training(job, init_checkpoint=at_4)
+    state = final_state(outcome.run_dir)
+    group = state["optimizer"]["param_groups"][0]
+    assert group["initial_lr"] == 1e-3 and group["weight_decay"] == 0.05
+    assert state["scheduler"]["base_lrs"] == [1e-3]
+    assert group["lr"] == pytest.approx(1e-3 * lr_multiplier(6, job.optim, 6), rel=1e-12)
+    client = MlflowClient(outcome.tracking_uri)
+    assert [m.step for m in client.get_metric_history(outcome.run_id, "train/loss")] == [5, 6]
+    logged = {m.step: m.value for m in client.get_metric_history(outcome.run_id, "lr")}
+    donor_lr = 3e-3 * lr_multiplier(4, small_job().optim, 6)
+    assert all(value < donor_lr / 2 for value in logged.values()), (logged, donor_lr)
+
+    with pytest.raises(ValueError, match="init_checkpoint: no checkpoint at"):
+        run_training(small_job(name="nowhere"), tracking=False, init_checkpoint=str(Path(donor.run_dir) / "nope"))

@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from xdlm.config import JobConfig
-from xdlm.train.optim import build_optimizer, build_scheduler
+from xdlm.config import JobConfig, OptimConfig
+from xdlm.train.optim import build_optimizer, build_scheduler, lr_multiplier
 
 DEEPSPEED_TAG = "deepspeed"
 
@@ -67,6 +67,21 @@ class DDPEngine:
 
     def save_shards(self, directory: str) -> None:
         """Nothing: the whole optimizer state is in ``state.pt``."""
+
+    def adopt_hyperparameters(self, cfg: OptimConfig, total_steps: int) -> None:
+        """After loading *another* run's state (PBT's exploit step): keep its Adam moments and
+        schedule position, take this job's lr, betas and weight decay.
+
+        Loading the state restores the donor's base lr into the scheduler and its current lr into
+        the optimizer; both are replaced here, at the same schedule position, so the next step
+        uses ``cfg.lr * lr_multiplier(step)``.
+        """
+        step = self.scheduler.last_epoch
+        lr = cfg.lr * lr_multiplier(step, cfg, total_steps)
+        for group in self.optimizer.param_groups:
+            group.update(initial_lr=cfg.lr, lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        self.scheduler.base_lrs = [cfg.lr] * len(self.optimizer.param_groups)
+        self.scheduler._last_lr = [lr] * len(self.optimizer.param_groups)  # what get_last_lr() reports
 
 
 class DeepSpeedEngine(DDPEngine):

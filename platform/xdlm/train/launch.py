@@ -114,8 +114,13 @@ def open_mlflow_run(job: JobConfig, tracking_uri: str, record: dict | None, pare
 
 def run_training(job: JobConfig, resume: bool = False, parent_run_id: str | None = None,
                  tracking: bool = True, extra_callbacks: list | None = None,
-                 fault: dict | None = None) -> TrainOutcome:
-    """Run ``job`` on Ray Train (local Ray unless cluster.address / RAY_ADDRESS) to completion."""
+                 fault: dict | None = None, init_checkpoint: str | None = None) -> TrainOutcome:
+    """Run ``job`` on Ray Train (local Ray unless cluster.address / RAY_ADDRESS) to completion.
+
+    ``init_checkpoint``: a checkpoint directory of *another* run to start from when this run has
+    none of its own (weights, EMA, optimizer moments, step and data position; this job's
+    hyperparameters). Sweeps use it for Population Based Training's exploit step.
+    """
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -123,6 +128,11 @@ def run_training(job: JobConfig, resume: bool = False, parent_run_id: str | None
 
     job.validate()
     record = check_run_dir(job, resume)
+    if init_checkpoint is not None:
+        from xdlm.train.checkpoint import STATE_FILE
+
+        if not storage.exists(f"{init_checkpoint}/{STATE_FILE}"):
+            raise ValueError(f"init_checkpoint: no checkpoint at {init_checkpoint} (no {STATE_FILE} there)")
     ensure_ray(job.cluster.address, object_store_memory_mb=job.cluster.object_store_memory_mb)
     check_resources(job.cluster.num_workers, job.cluster.cpus_per_worker, job.cluster.use_gpu)
 
@@ -139,7 +149,7 @@ def run_training(job: JobConfig, resume: bool = False, parent_run_id: str | None
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"job": to_dict(job), "run_id": run_id, "tracking_uri": tracking_uri, "spill_dir": spill_dir,
-                           "fault": fault},
+                           "fault": fault, "init_checkpoint": init_checkpoint},
         scaling_config=ray.train.ScalingConfig(
             num_workers=job.cluster.num_workers, use_gpu=job.cluster.use_gpu,
             resources_per_worker={"CPU": job.cluster.cpus_per_worker, **({"GPU": 1} if job.cluster.use_gpu else {})},

@@ -93,8 +93,12 @@ def train_loop_per_worker(loop_config: dict) -> None:
     batches = data.train_batches(job.train.micro_batch, rank=rank, world_size=world, seed=job.train.seed)
     counters = Counters()
 
-    # -- resume: Ray hands back the latest reported checkpoint after a restart ------------
+    # -- resume: Ray hands back this run's latest checkpoint after a restart; a new run may
+    #    start from another run's checkpoint instead (PBT's exploit step) ---------------------
     restored = ray.train.get_checkpoint()
+    adopted = restored is None and bool(loop_config.get("init_checkpoint"))
+    if adopted:
+        restored = ray.train.Checkpoint(loop_config["init_checkpoint"])
     with restored.as_directory() if restored is not None else contextlib.nullcontext() as directory:
         state = ckpt.read_checkpoint(directory) if directory is not None else None
         if state is not None:
@@ -105,6 +109,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
         engine = build_engine(model, job, world)  # DDP or DeepSpeed: optimizer, schedule, clipping
         if state is not None:
             engine.load_state_dict(state, directory)
+        if adopted:  # the weights, moments, step and data position carry over; the hyperparameters are ours
+            engine.adopt_hyperparameters(job.optim, job.train.steps)
+            ema.adopt_decay(job.optim.ema, model)
 
     accum = job.accum_steps
     tokens_per_step = job.train.global_batch * job.data.seq_len

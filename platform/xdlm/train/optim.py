@@ -66,3 +66,9 @@ class EMA:
     def load_state_dict(self, state: dict) -> None:
         self.decay = state["decay"]
         self.shadow = [s.clone() for s in state["shadow"]]
+
+    def adopt_decay(self, decay: float, model: torch.nn.Module) -> None:
+        """Continue another run's average with this job's decay (a fresh one if it kept none)."""
+        if decay > 0 and not self.shadow:
+            self.shadow = [p.detach().clone() for p in model.parameters()]
+        self.decay = decay
