@@ -38,6 +38,7 @@ def sweep(tmp_path):
         run_dir = tmp_path / layout.TRIALS_DIR / f"s-{trial_id}"
         run_dir.mkdir(parents=True)
         (run_dir / RUN_RECORD).write_text(json.dumps({"mlflow_run_id": run_id}))
+        layout.write_trial_info(run_dir, {"trial_id": trial_id, "segment": 0, "params": {}, "init_from": None})
         if done_metrics is not None:
             layout.write_done(run_dir, {"metrics": done_metrics})
         return run_id

@@ -87,7 +87,8 @@ def git_commit() -> str:
         return "unknown"
 
 
-def open_mlflow_run(job: JobConfig, tracking_uri: str, record: dict | None, parent_run_id: str | None = None):
+def open_mlflow_run(job: JobConfig, tracking_uri: str, record: dict | None, parent_run_id: str | None = None,
+                    extra_tags: dict[str, Any] | None = None):
     """Create (or resume) the job's MLflow run and log what is known before training."""
     from xdlm.tracking.logger import RunLogger
     from xdlm.tracking.runs import close_stale_runs, make_client, start_run
@@ -103,6 +104,7 @@ def open_mlflow_run(job: JobConfig, tracking_uri: str, record: dict | None, pare
     tags = {
         "xdlm.k": job.diffusion.k, "xdlm.schedule": job.diffusion.schedule, "xdlm.model_size": job.model.size,
         "xdlm.backbone": job.model.backbone, "xdlm.dataset": job.data.source, "mlflow.source.git.commit": git_commit(),
+        **(extra_tags or {}),
     }
     run_id = start_run(tracking_uri, job.tracking.experiment, job.name, tags, run_id=run_id,
                        parent_run_id=parent_run_id)
@@ -114,12 +116,14 @@ def open_mlflow_run(job: JobConfig, tracking_uri: str, record: dict | None, pare
 
 def run_training(job: JobConfig, resume: bool = False, parent_run_id: str | None = None,
                  tracking: bool = True, extra_callbacks: list | None = None,
-                 fault: dict | None = None, init_checkpoint: str | None = None) -> TrainOutcome:
+                 fault: dict | None = None, init_checkpoint: str | None = None,
+                 tags: dict[str, Any] | None = None) -> TrainOutcome:
     """Run ``job`` on Ray Train (local Ray unless cluster.address / RAY_ADDRESS) to completion.
 
     ``init_checkpoint``: a checkpoint directory of *another* run to start from when this run has
     none of its own (weights, EMA, optimizer moments, step and data position; this job's
     hyperparameters). Sweeps use it for Population Based Training's exploit step.
+    ``tags``: set on the MLflow run when it opens (sweeps name the trial there).
     """
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -138,7 +142,7 @@ def run_training(job: JobConfig, resume: bool = False, parent_run_id: str | None
 
     run_dir = job.run_dir()
     tracking_uri = default_tracking_uri(job) if tracking else None
-    run_id, logger = open_mlflow_run(job, tracking_uri, record, parent_run_id) if tracking else (None, None)
+    run_id, logger = open_mlflow_run(job, tracking_uri, record, parent_run_id, tags) if tracking else (None, None)
     if record is None:
         storage.write_text(f"{run_dir}/{RUN_RECORD}", json.dumps(
             {"name": job.name, "mlflow_run_id": run_id, "tracking_uri": tracking_uri, "job": to_dict(job)}, indent=2))

@@ -4,12 +4,15 @@
     <storage>/sweeps/<name>/sweep.json       spec, resolved base job, MLflow parent run, tracking URI
     <storage>/sweeps/<name>/tune/            Ray Tune experiment (what Tuner.restore reads)
     <storage>/sweeps/<name>/trials/<run>/    each trial's Ray Train run (checkpoints, run record,
-                                             trial_done.json once it finished)
+                                             trial.json, trial_done.json once it finished)
     <storage>/sweeps/<name>/trial_starts.jsonl   one line per trainable start (audit of re-runs)
     <storage>/sweeps/<name>/report/          the last ``xdlm sweep report`` files
 
 Trial runs are named ``<sweep>-<tune trial id>``: Tune keeps trial ids in its experiment state,
 so a restored trial finds its Ray Train run (and its latest checkpoint) under the same name.
+Under Population Based Training a trial that clones another's checkpoint continues in a new
+*segment*, its own Ray Train run ``<sweep>-<trial id>-pbt<n>`` started from that checkpoint with
+the mutated hyperparameters; ``trial.json`` in each run says whose trial and which segment it is.
 Paths are absolute: Tune runs trainables in another working directory.
 """
 
@@ -27,6 +30,7 @@ STATE_FILE = "sweep.json"
 TUNE_DIR = "tune"
 TRIALS_DIR = "trials"
 DONE_MARKER = "trial_done.json"
+TRIAL_FILE = "trial.json"
 STARTS_LOG = "trial_starts.jsonl"
 REPORT_DIR = "report"
 
@@ -57,8 +61,25 @@ def locate(name_or_path: str, storage_path: str = "runs") -> Path:
     )
 
 
-def trial_run_name(sweep_name: str, trial_id: str) -> str:
-    return f"{sweep_name}-{trial_id}"
+def trial_run_name(sweep_name: str, trial_id: str, segment: int = 0) -> str:
+    return f"{sweep_name}-{trial_id}" + (f"-pbt{segment}" if segment else "")
+
+
+def write_trial_info(run_dir: Path, info: dict[str, Any]) -> None:
+    """``{trial_id, segment, params, init_from}`` of the run in ``run_dir`` (once, atomically)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / f".{TRIAL_FILE}.tmp"
+    tmp.write_text(json.dumps(info, indent=2, default=str))
+    os.replace(tmp, run_dir / TRIAL_FILE)
+
+
+def trial_segments(directory: Path) -> dict[str, list[tuple[Path, dict[str, Any]]]]:
+    """trial id -> its runs (run dir, trial.json) in segment order."""
+    segments: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
+    for path in (directory / TRIALS_DIR).glob(f"*/{TRIAL_FILE}"):
+        info = json.loads(path.read_text())
+        segments.setdefault(info["trial_id"], []).append((path.parent, info))
+    return {trial: sorted(runs, key=lambda run: run[1]["segment"]) for trial, runs in sorted(segments.items())}
 
 
 def write_state(directory: Path, state: dict[str, Any]) -> None:
@@ -83,10 +104,11 @@ def write_done(run_dir: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, run_dir / DONE_MARKER)
 
 
-def log_start(directory: Path, trial_id: str, resumed: bool) -> None:
+def log_start(directory: Path, trial_id: str, resumed: bool, run_name: str | None = None) -> None:
     """Append-only audit: every time a trainable starts (tests use it to see what re-ran)."""
     with open(directory / STARTS_LOG, "a") as f:
-        f.write(json.dumps({"trial_id": trial_id, "time": time.time(), "resumed_run": resumed}) + "\n")
+        f.write(json.dumps({"trial_id": trial_id, "time": time.time(), "resumed_run": resumed,
+                            "run_name": run_name}) + "\n")
 
 
 def read_starts(directory: Path) -> list[dict[str, Any]]:

@@ -38,8 +38,8 @@ def check_metric(metric: str, job: JobConfig, early_stopping: bool) -> None:
     if metric in finals:
         if early_stopping:
             raise ConfigError(
-                f"metric: {metric!r} is only reported when a trial finishes, so ASHA cannot stop "
-                f"trials on it; use one reported during training ({', '.join(INTERMEDIATE_METRICS)}) "
+                f"metric: {metric!r} is only reported when a trial finishes, so ASHA/PBT cannot act "
+                f"on it during training; use one reported during training ({', '.join(INTERMEDIATE_METRICS)}) "
                 "or scheduler.kind=fifo"
             )
         return

@@ -109,7 +109,7 @@ def collect_rows(directory: Path, state: dict[str, Any]) -> list[TrialRow]:
 
     client = make_client(state["tracking_uri"])
     rows = []
-    for trial_id, record in trial_records(directory, state["name"]).items():
+    for trial_id, record in trial_records(directory).items():
         metrics, params, tags, wall = {}, {}, {}, None
         if record["run_id"]:
             run = client.get_run(record["run_id"])

@@ -25,6 +25,8 @@ from xdlm.tune import layout
 from xdlm.tune.resources import max_concurrent_trials, trial_resources
 from xdlm.tune.space import (
     param_space,
+    pbt_interval,
+    pbt_mutations,
     scheduler_grace,
     scheduler_horizon,
     validate_space_against_job,
@@ -96,7 +98,14 @@ def build_search_alg(spec: SweepSpec, max_concurrent: int):
 
 
 def build_scheduler(spec: SweepSpec, job: JobConfig):
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+
+    if spec.scheduler.kind == "pbt":
+        return PopulationBasedTraining(
+            time_attr=spec.scheduler.time_attr, perturbation_interval=pbt_interval(spec, job),
+            hyperparam_mutations=pbt_mutations(spec), quantile_fraction=spec.scheduler.quantile_fraction,
+            resample_probability=spec.scheduler.resample_probability,
+        )
 
     if spec.scheduler.kind == "asha":
         return ASHAScheduler(
@@ -184,6 +193,8 @@ def run_sweep(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = 
             scheduler=build_scheduler(spec, job), num_samples=spec.search.num_samples,
             time_budget_s=spec.budget.sweep_time_s,
             trial_dirname_creator=trial_dirname,
+            # a reused actor could still hold the previous trial's Ray Train run in its fit thread
+            reuse_actors=False,
         ),
         run_config=tune.RunConfig(
             name=layout.TUNE_DIR, storage_path=str(directory),

@@ -2,8 +2,8 @@
 
 Tune ends a trial that ASHA stops by killing its actor, so that trial's MLflow run (opened by
 ``run_training`` in the actor) would stay RUNNING forever; errored trials likewise. Here each
-trial's run gets ``xdlm.trial_status`` (completed / stopped_early / error) and a terminal
-status, the best completed trial (by the sweep's metric, from its final report) gets
+trial's run gets ``xdlm.trial_status`` (completed / stopped_early / error; ``pbt_replaced`` for
+the earlier segments of a trial that PBT made clone another) and a terminal status, the best completed trial (by the sweep's metric, from its final report) gets
 ``xdlm.best_trial=true``, and the parent run records which one that was.
 """
 
@@ -18,15 +18,20 @@ from xdlm.train.launch import RUN_RECORD
 from xdlm.tune import layout
 
 
-def trial_records(directory: Path, sweep_name: str) -> dict[str, dict[str, Any]]:
-    """trial id -> {run_dir, run_id, done (final payload or None)} for every trial that started."""
+def _run_id(run_dir: Path) -> str | None:
+    path = run_dir / RUN_RECORD
+    return json.loads(path.read_text()).get("mlflow_run_id") if path.is_file() else None
+
+
+def trial_records(directory: Path) -> dict[str, dict[str, Any]]:
+    """trial id -> its current run {run_dir, run_id, done (final payload or None), segment,
+    init_from, replaced (run ids of earlier PBT segments)} for every trial that started."""
     records = {}
-    for record_path in sorted((directory / layout.TRIALS_DIR).glob(f"*/{RUN_RECORD}")):
-        run_dir = record_path.parent
-        record = json.loads(record_path.read_text())
-        trial_id = run_dir.name.removeprefix(f"{sweep_name}-")
-        records[trial_id] = {"run_dir": str(run_dir), "run_id": record.get("mlflow_run_id"),
-                             "done": layout.read_done(run_dir)}
+    for trial_id, runs in layout.trial_segments(directory).items():
+        run_dir, info = runs[-1]
+        records[trial_id] = {"run_dir": str(run_dir), "run_id": _run_id(run_dir), "done": layout.read_done(run_dir),
+                             "segment": info["segment"], "init_from": info.get("init_from"),
+                             "replaced": [run_id for d, _ in runs[:-1] if (run_id := _run_id(d))]}
     return records
 
 
@@ -61,7 +66,7 @@ def settle_trials(state: dict[str, Any], spec, results):
     from xdlm.tune.runner import SweepOutcome
 
     directory = Path(state["sweep_dir"])
-    records = trial_records(directory, spec.name)
+    records = trial_records(directory)
     outcomes = tune_outcomes(results)
     client = make_client(state["tracking_uri"])
     statuses = {}
@@ -91,6 +96,12 @@ def settle_trials(state: dict[str, Any], spec, results):
         # and ends the run FAILED before the process goes (a race with the atexit KILLED).
         if current == "RUNNING" or (status in ("stopped_early", "interrupted") and current != run_status):
             client.set_terminated(run_id, status=run_status)
+        for replaced in record["replaced"]:  # PBT: an earlier segment, torn down when the trial cloned another
+            client.set_tag(replaced, "xdlm.trial_status", "pbt_replaced")
+            client.set_tag(replaced, "xdlm.sweep", spec.name)
+            client.set_tag(replaced, "xdlm.trial_id", trial_id)
+            if client.get_run(replaced).info.status in ("RUNNING", "FAILED"):
+                client.set_terminated(replaced, status="KILLED")
 
     best = pick_best(records, spec.metric, spec.mode)
     parent = state["parent_run_id"]

@@ -190,7 +190,38 @@ def validate_space_against_job(spec: SweepSpec) -> JobConfig:
         if grace >= horizon:
             raise ConfigError(f"scheduler.grace_period: {grace} must be below the trials' length {horizon} "
                               f"({s.time_attr}), or ASHA never compares trials")
+    if s.kind == "pbt":
+        check_pbt_against_job(spec, job)
     return job
+
+
+def check_pbt_against_job(spec: SweepSpec, job: JobConfig) -> None:
+    """PBT clones what a trial reported at an evaluation: each evaluation must carry a checkpoint,
+    and the interval must fall inside the trials' length."""
+    if job.train.eval_every % job.train.checkpoint_every:
+        raise ConfigError(
+            f"train.checkpoint_every: PBT clones the checkpoint reported with an evaluation, so "
+            f"train.eval_every ({job.train.eval_every}) must be a multiple of train.checkpoint_every "
+            f"({job.train.checkpoint_every}); e.g. base.overrides: [train.checkpoint_every={job.train.eval_every}]"
+        )
+    interval, horizon = pbt_interval(spec, job), scheduler_horizon(spec, job)
+    if interval >= horizon:
+        raise ConfigError(f"scheduler.perturbation_interval: {interval} must be below the trials' length {horizon} "
+                          f"({spec.scheduler.time_attr}), or PBT never acts")
+
+
+def pbt_interval(spec: SweepSpec, job: JobConfig) -> int:
+    """PBT's perturbation interval: the spec's, else one evaluation."""
+    if spec.scheduler.perturbation_interval is not None:
+        return spec.scheduler.perturbation_interval
+    return scheduler_grace(spec, job)
+
+
+def pbt_mutations(spec: SweepSpec) -> dict[str, Any]:
+    """PBT's ``hyperparam_mutations``: listed values as a list (it steps to a neighbour), ranges
+    as the Tune domain (it scales by 0.8/1.2 or resamples)."""
+    return {key: list(spec.space[key].values) if spec.space[key].kind in ("grid", "choice")
+            else tune_domain(spec.space[key]) for key in spec.scheduler.mutations}
 
 
 def tokens_per_step(job: JobConfig) -> int:

@@ -10,6 +10,7 @@ This module avoids ``from __future__ import annotations`` so OmegaConf can read 
 """
 
 import dataclasses
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ PARAM_KINDS = ("grid", "choice", "uniform", "loguniform", "quniform", "qlogunifo
 """How one key is searched: ``grid`` enumerates ``values``; ``choice`` samples one of them;
 the others sample in ``[low, high]`` (``q``: rounded to a multiple of q; ``randint``: high excluded)."""
 SEARCH_ALGORITHMS = ("grid", "random", "optuna")
-SCHEDULERS = ("fifo", "asha")
+SCHEDULERS = ("fifo", "asha", "pbt")
 TIME_ATTRS = ("step", "tokens")
 MODES = ("min", "max")
 
@@ -70,10 +71,12 @@ class SearchSpec:
 @dataclass
 class SchedulerSpec:
     kind: str = "fifo"
-    """fifo (every trial runs to the end) or asha (stops weak trials at rungs)."""
+    """fifo (every trial runs to the end), asha (stops weak trials at rungs) or pbt (Population
+    Based Training: at every perturbation interval the bottom trials continue from a top trial's
+    checkpoint with its ``mutations`` keys perturbed)."""
     time_attr: str = "step"
-    """What ASHA's rungs count: step (optimizer steps) or tokens (use it when trials differ in
-    batch size)."""
+    """What ASHA's rungs and PBT's intervals count: step (optimizer steps) or tokens (use it when
+    trials differ in batch size)."""
     grace_period: int | None = None
     """First rung, in time_attr units; default: the base job's train.eval_every (in steps or
     the tokens of that many steps)."""
@@ -81,6 +84,15 @@ class SchedulerSpec:
     """Keep the best 1/reduction_factor of trials at each rung."""
     max_t: int | None = None
     """Last rung; default: the base job's training length (steps or tokens)."""
+    perturbation_interval: int | None = None
+    """PBT: exploit/explore every this many time_attr units; default: train.eval_every."""
+    mutations: list[str] = field(default_factory=lambda: ["optim.lr"])
+    """PBT: the space keys it perturbs (x0.8 / x1.2, or a neighbouring listed value, or resampled).
+    Only ``optim.*`` keys: a cloned checkpoint must still fit the model and the data."""
+    quantile_fraction: float = 0.25
+    """PBT: the bottom fraction of trials clone one of the top fraction."""
+    resample_probability: float = 0.25
+    """PBT: chance a mutated key is drawn afresh from its space instead of perturbed."""
 
 
 @dataclass
@@ -217,13 +229,10 @@ def validate_spec_fields(spec: SweepSpec) -> None:
     _require(spec.search.algorithm in SEARCH_ALGORITHMS, "search.algorithm",
              f"must be one of {', '.join(SEARCH_ALGORITHMS)}, got {spec.search.algorithm!r}")
     _require(spec.search.num_samples >= 1, "search.num_samples", f"must be >= 1, got {spec.search.num_samples}")
-    if spec.scheduler.kind == "pbt":
-        raise ConfigError(
-            "scheduler.kind: pbt is not supported yet: Population Based Training needs Tune-level "
-            "checkpoints, and trials here checkpoint through Ray Train; use asha or fifo"
-        )
     _require(spec.scheduler.kind in SCHEDULERS, "scheduler.kind",
              f"must be one of {', '.join(SCHEDULERS)}, got {spec.scheduler.kind!r}")
+    if spec.scheduler.kind == "pbt":
+        validate_pbt_fields(spec)
     _require(spec.scheduler.time_attr in TIME_ATTRS, "scheduler.time_attr",
              f"must be one of {', '.join(TIME_ATTRS)}, got {spec.scheduler.time_attr!r}")
     _require(spec.scheduler.reduction_factor > 1, "scheduler.reduction_factor",
@@ -247,3 +256,26 @@ def validate_spec_fields(spec: SweepSpec) -> None:
         _require(value is None or value > 0, f"budget.{name}", f"must be > 0 (or null), got {value}")
     _require(bool(spec.space), "space",
              "is empty: give at least one config key to search, e.g. space: {diffusion.k: {kind: grid, values: [0, 1]}}")
+
+
+def validate_pbt_fields(spec: SweepSpec) -> None:
+    s = spec.scheduler
+    _require(spec.search.algorithm != "optuna", "search.algorithm",
+             "optuna cannot be combined with scheduler.kind=pbt (PBT changes the configs the searcher "
+             "proposed); use grid or random")
+    _require(bool(s.mutations), "scheduler.mutations", "PBT needs at least one key to perturb, e.g. [optim.lr]")
+    for key in s.mutations:
+        _require(key.startswith("optim."), "scheduler.mutations",
+                 f"{key!r} cannot change mid-run; PBT here perturbs optim.* keys (lr, weight_decay, grad_clip, ...)")
+        _require(key in spec.space, "scheduler.mutations",
+                 f"{key!r} is not in space (PBT perturbs within a key's space); space has: {', '.join(spec.space)}")
+    _require(0 < s.quantile_fraction <= 0.5, "scheduler.quantile_fraction",
+             f"must be in (0, 0.5], got {s.quantile_fraction}")
+    _require(0 <= s.resample_probability <= 1, "scheduler.resample_probability",
+             f"must be in [0, 1], got {s.resample_probability}")
+    _require(s.perturbation_interval is None or s.perturbation_interval >= 1, "scheduler.perturbation_interval",
+             f"must be >= 1 (or null), got {s.perturbation_interval}")
+    grids = [len(p.values or []) for p in spec.space.values() if p.kind == "grid"]
+    population = math.prod(grids) * spec.search.num_samples
+    _require(population >= 2, "search.num_samples",
+             f"PBT needs a population of at least 2 trials; the space and num_samples give {population}")
