@@ -31,14 +31,15 @@ def sweep(tmp_path):
     parent = start_run(uri, "sweeps", "s")
     state = {"sweep_dir": str(tmp_path), "tracking_uri": uri, "parent_run_id": parent}
 
-    def add_trial(trial_id: str, run_status: str, done_metrics: dict | None = None) -> str:
-        run_id = start_run(uri, "sweeps", f"s-{trial_id}", parent_run_id=parent)
+    def add_trial(trial_id: str, run_status: str, done_metrics: dict | None = None, segment: int = 0) -> str:
+        name = layout.trial_run_name("s", trial_id, segment)
+        run_id = start_run(uri, "sweeps", name, parent_run_id=parent)
         if run_status != "RUNNING":
             make_client(uri).set_terminated(run_id, status=run_status)
-        run_dir = tmp_path / layout.TRIALS_DIR / f"s-{trial_id}"
+        run_dir = tmp_path / layout.TRIALS_DIR / name
         run_dir.mkdir(parents=True)
         (run_dir / RUN_RECORD).write_text(json.dumps({"mlflow_run_id": run_id}))
-        layout.write_trial_info(run_dir, {"trial_id": trial_id, "segment": 0, "params": {}, "init_from": None})
+        layout.write_trial_info(run_dir, {"trial_id": trial_id, "segment": segment, "params": {}, "init_from": None})
         if done_metrics is not None:
             layout.write_done(run_dir, {"metrics": done_metrics})
         return run_id
@@ -57,6 +58,9 @@ def test_tune_verdict_overrides_what_a_torn_down_trial_wrote(sweep):
         "d": add_trial("d", "FINISHED", {"val/nelbo": 4.0}),
         # a trial that really failed: Tune has its error, and a FAILED run stays FAILED
         "e": add_trial("e", "FAILED"),
+        # PBT: the first segment was torn down when the trial cloned "d"; the second finished
+        "f0": add_trial("f", "FAILED"),
+        "f": add_trial("f", "FINISHED", {"val/nelbo": 4.5}, segment=1),
     }
     grid = ResultGrid({
         "a": {"tune": "TERMINATED", "last": {"step": 4}},
@@ -64,17 +68,20 @@ def test_tune_verdict_overrides_what_a_torn_down_trial_wrote(sweep):
         "c": {"tune": "TERMINATED"},
         "d": {"tune": "TERMINATED"},
         "e": {"tune": "ERROR", "error": RuntimeError("boom")},
+        "f": {"tune": "TERMINATED"},
     })
     spec = SimpleNamespace(name="s", metric="val/nelbo", mode="min")
     outcome = settle_trials(state, spec, grid)
 
     assert outcome.statuses == {"a": "stopped_early", "b": "stopped_early", "c": "completed",
-                                "d": "completed", "e": "error"}
-    expected = {"a": "KILLED", "b": "KILLED", "c": "FINISHED", "d": "FINISHED", "e": "FAILED"}
-    for trial_id, run_id in runs.items():
+                                "d": "completed", "e": "error", "f": "completed"}
+    expected = {"a": "KILLED", "b": "KILLED", "c": "FINISHED", "d": "FINISHED", "e": "FAILED", "f": "FINISHED",
+                "f0": "KILLED"}
+    for key, run_id in runs.items():
         run = client.get_run(run_id)
-        assert run.info.status == expected[trial_id], trial_id
-        assert run.data.tags["xdlm.trial_status"] == outcome.statuses[trial_id]
+        assert run.info.status == expected[key], key
+        assert run.data.tags["xdlm.trial_status"] == outcome.statuses.get(key, "pbt_replaced")
+        assert run.data.tags["xdlm.trial_id"] == key[0]
     assert client.get_run(runs["a"]).data.tags["xdlm.stopped_at_step"] == "4"
     assert outcome.best_trial_id == "d"
     assert client.get_run(runs["d"]).data.tags["xdlm.best_trial"] == "true"
@@ -82,5 +89,6 @@ def test_tune_verdict_overrides_what_a_torn_down_trial_wrote(sweep):
     parent = client.get_run(state["parent_run_id"])
     assert parent.data.tags["xdlm.best_run_id"] == runs["d"]
     assert parent.data.metrics["sweep/trials_stopped_early"] == 2
+    assert parent.data.metrics["sweep/trials_completed"] == 3
     assert parent.data.metrics["best/val/nelbo"] == 4.0
     assert not outcome.interrupted

@@ -78,6 +78,131 @@ def test_asha_stops_weak_trials_and_later_trials_still_start(ray_session, write_
     assert {"report/trials.md", "report/trials.csv", "report/pareto.png", "report/pareto.html"} <= report
 
 
+def test_pbt_bottom_trial_continues_from_the_top_trials_checkpoint(ray_session, write_sweep):
+    """Two trials at once, lr 3e-3 against 1e-7, synchronous PBT at step 4 of 8: the worse trial
+    at step 4 clones the better one's step-4 checkpoint into a new segment run (mutated lr) and
+    both finish; MLflow shows the lineage."""
+    from mlflow import MlflowClient
+
+    from xdlm.train.checkpoint import read_checkpoint
+    from xdlm.train.restore import latest_checkpoint
+
+    path = write_sweep("pbt", base_overrides=("train.steps=8",),
+                       space={"optim.lr": {"kind": "grid", "values": [3e-3, 1e-7]}},
+                       scheduler={"kind": "pbt", "perturbation_interval": 4, "synch": True})
+    started = time.monotonic()
+    outcome = run_sweep(path)
+    print(f"pbt sweep: {time.monotonic() - started:.0f} s")
+    assert sorted(outcome.statuses.values()) == ["completed", "completed"], outcome.statuses
+    segments = layout.trial_segments(outcome.directory)
+    assert sorted(len(runs) for runs in segments.values()) == [1, 2], segments
+    cloner = next(t for t, runs in segments.items() if len(runs) == 2)
+    donor = next(t for t in segments if t != cloner)
+    (first_dir, first), (second_dir, second) = segments[cloner]
+    assert second["segment"] == 1 and second_dir.name == f"pbt-{cloner}-pbt1"
+    assert second["init_from"]["trial_id"] == donor and second["init_from"]["run_name"] == f"pbt-{donor}"
+    assert second["init_from"]["step"] == 4
+    assert second["params"]["optim.lr"] in (3e-3, 1e-7)  # the donor's value or its listed neighbour
+
+    client = MlflowClient(outcome.tracking_uri)
+    run_of = {d.name: json.loads((d / "xdlm_run.json").read_text())["mlflow_run_id"]
+              for runs in segments.values() for d, _ in runs}
+    nelbo_at = lambda run_name, step: {m.step: m.value for m in  # noqa: E731
+                                       client.get_metric_history(run_of[run_name], "val/nelbo")}[step]
+    # PBT's rule: the clone was the worse of the two at step 4
+    assert nelbo_at(first_dir.name, 4) > nelbo_at(f"pbt-{donor}", 4)
+    segment_run = client.get_run(run_of[second_dir.name])
+    assert segment_run.info.status == "FINISHED"
+    assert segment_run.data.tags["xdlm.pbt.init_from"] == f"pbt-{donor}@step4"
+    assert float(segment_run.data.params["optim.lr"]) == second["params"]["optim.lr"]
+    # it went on from the donor's step 4, not from scratch, to the end
+    assert [m.step for m in client.get_metric_history(segment_run.info.run_id, "train/loss")] == [5, 6, 7, 8]
+    assert read_checkpoint(latest_checkpoint(second_dir))["counters"]["step"] == 8
+    replaced = client.get_run(run_of[first_dir.name])
+    assert replaced.info.status == "KILLED" and replaced.data.tags["xdlm.trial_status"] == "pbt_replaced"
+    parent = client.get_run(outcome.parent_run_id)
+    assert len(child_runs(client, outcome.parent_run_id, parent.info.experiment_id)) == 3
+
+
+def kill_train_workers_started_after(since: float) -> int:
+    """SIGKILL the Ray Train worker processes created after ``since`` (a node losing them)."""
+    import psutil
+
+    killed = 0
+    for proc in psutil.process_iter(["cmdline", "create_time"]):
+        try:
+            if proc.info["create_time"] > since and "RayTrainWorker" in " ".join(proc.info["cmdline"] or []):
+                proc.kill()
+                killed += 1
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return killed
+
+
+def test_failed_trials_are_retried_from_their_checkpoint_up_to_the_limit(ray_session, write_sweep):
+    """trial_max_failures=1, one trial at a time: the first trial loses its worker once and is
+    retried from its checkpoint to the end; the second loses it twice and ends as an error while
+    the sweep goes on. The workers are really killed (SIGKILL), as a lost node would lose them."""
+    import threading
+
+    from mlflow import MlflowClient
+
+    from xdlm.train.checkpoint import read_checkpoint
+    from xdlm.train.restore import latest_checkpoint
+
+    path = write_sweep("retry", base_overrides=("train.steps=8",), trial_max_failures=1, resources=ONE_AT_A_TIME,
+                       space={"diffusion.k": {"kind": "grid", "values": [0.0, 1.0]}})
+    kills_wanted = [1, 2]  # per trial, in start order
+    kills: list[tuple[str, int]] = []
+    stop = threading.Event()
+
+    def killer(sweep_dir: Path) -> None:
+        handled = 0
+        while not stop.is_set():
+            starts = layout.read_starts(sweep_dir) if sweep_dir.exists() else []
+            if len(starts) > handled:
+                start = starts[handled]
+                handled += 1
+                order = list(dict.fromkeys(s["trial_id"] for s in starts))
+                trial_index = order.index(start["trial_id"])
+                if sum(1 for t, _ in kills if t == start["trial_id"]) >= kills_wanted[min(trial_index, 1)]:
+                    continue
+                run_dir = sweep_dir / layout.TRIALS_DIR / start["run_name"]
+                while not stop.is_set():  # wait for a checkpoint written after this start
+                    fresh = [p for p in run_dir.glob("checkpoint_*") if p.stat().st_mtime > start["time"]]
+                    if fresh and kill_train_workers_started_after(start["time"]):
+                        kills.append((start["trial_id"], handled))
+                        break
+                    time.sleep(0.2)
+            time.sleep(0.2)
+
+    sweep_dir = path.parent / "runs" / "sweeps" / "retry"
+    thread = threading.Thread(target=killer, args=(sweep_dir,), daemon=True)
+    thread.start()
+    try:
+        outcome = run_sweep(path)
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    first, second = list(dict.fromkeys(s["trial_id"] for s in layout.read_starts(outcome.directory)))
+    assert [t for t, _ in kills] == [first, second, second], kills
+    assert outcome.statuses == {first: "completed", second: "error"}
+    starts = layout.read_starts(outcome.directory)
+    assert [s["resumed_run"] for s in starts if s["trial_id"] == first] == [False, True]
+    assert [s["resumed_run"] for s in starts if s["trial_id"] == second] == [False, True]  # 1 retry, no more
+    first_dir = outcome.directory / layout.TRIALS_DIR / f"retry-{first}"
+    assert read_checkpoint(latest_checkpoint(first_dir))["counters"]["step"] == 8
+
+    client = MlflowClient(outcome.tracking_uri)
+    runs = {run.data.tags["xdlm.trial_id"]: run for run in child_runs(
+        client, outcome.parent_run_id, client.get_run(outcome.parent_run_id).info.experiment_id)}
+    assert runs[first].info.status == "FINISHED" and runs[second].info.status == "FAILED"
+    assert runs[second].data.tags["xdlm.trial_status"] == "error"
+    # the retry went on from the checkpoint: every step was trained, none skipped
+    steps = {m.step for m in client.get_metric_history(runs[first].info.run_id, "train/loss")}
+    assert steps == set(range(1, 9))
+
+
 def test_killed_driver_resumes_without_rerunning_finished_trials(ray_session, write_sweep, tmp_path):
     path = write_sweep("resumable", space={"diffusion.k": {"kind": "grid", "values": [0.0, 0.5, 1.0]}},
                        resources=ONE_AT_A_TIME)

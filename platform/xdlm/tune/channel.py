@@ -11,6 +11,9 @@ Train wrote them, written once.
 
 The queue has one slot, so training waits at each report until Tune has taken the previous
 one: a scheduler's stop or pause decision lands before the trial trains far past it.
+
+The report of the last step goes to Tune without its clock (``step``, ``tokens``): schedulers act
+on nothing there, so PBT does not make a finished trial clone another only to re-evaluate the copy.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from ray.train.v2.api.callback import UserCallback
 
 POINTER_FILE = "xdlm_checkpoint_pointer.json"
 POLL_S = 0.2
+CLOCKS = ("step", "tokens")
 
 T = TypeVar("T")
 
@@ -68,23 +72,25 @@ class ReportChannel(UserCallback):
         self.queue.put({"metrics": dict(metrics[0]), "checkpoint": checkpoint.path if checkpoint else None})
 
 
-def report_to_tune(item: dict[str, Any], trial_id: str, run_name: str) -> None:
+def report_to_tune(item: dict[str, Any], trial_id: str, run_name: str, last_step: int) -> None:
     from ray import tune
 
     metrics = item["metrics"]
+    step = metrics.get("step")
+    if step is not None and step >= last_step:
+        metrics = {key: value for key, value in metrics.items() if key not in CLOCKS}
     if item["checkpoint"] is None:
         tune.report(metrics)
         return
-    step = metrics.get("step")
     pointer = Pointer(trial_id, run_name, item["checkpoint"], int(step) if step is not None else None)
     with tempfile.TemporaryDirectory(prefix="xdlm-pointer-") as directory:
         write_pointer(directory, pointer)
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
 
-def fit_reporting_to_tune(fit: Callable[[list], T], trial_id: str, run_name: str) -> T:
-    """Call ``fit(callbacks)`` (a Ray Train run) in a helper thread and forward its reports to
-    Tune from this one, the trial function's thread, where ``tune.report`` belongs."""
+def fit_reporting_to_tune(fit: Callable[[list], T], trial_id: str, run_name: str, last_step: int) -> T:
+    """Call ``fit(callbacks)`` (a Ray Train run to ``last_step``) in a helper thread and forward
+    its reports to Tune from this one, the trial function's thread, where ``tune.report`` belongs."""
     from ray.util.queue import Empty, Queue
 
     queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
@@ -106,7 +112,7 @@ def fit_reporting_to_tune(fit: Callable[[list], T], trial_id: str, run_name: str
             if finished:
                 break
             continue
-        report_to_tune(item, trial_id, run_name)
+        report_to_tune(item, trial_id, run_name, last_step)
     thread.join()
     if "error" in outcome:
         raise outcome["error"]

@@ -105,6 +105,9 @@ def build_scheduler(spec: SweepSpec, job: JobConfig):
             time_attr=spec.scheduler.time_attr, perturbation_interval=pbt_interval(spec, job),
             hyperparam_mutations=pbt_mutations(spec), quantile_fraction=spec.scheduler.quantile_fraction,
             resample_probability=spec.scheduler.resample_probability,
+            synch=spec.scheduler.synch,
+            # checkpoint-only reports (no evaluation) and the clock-less last report are expected
+            require_attrs=False,
         )
 
     if spec.scheduler.kind == "asha":

@@ -93,6 +93,9 @@ class SchedulerSpec:
     """PBT: the bottom fraction of trials clone one of the top fraction."""
     resample_probability: float = 0.25
     """PBT: chance a mutated key is drawn afresh from its space instead of perturbed."""
+    synch: bool = False
+    """PBT: wait at each perturbation until every trial is there, then act on all (reproducible,
+    slower: trials pause); false: act on each trial as it arrives."""
 
 
 @dataclass

@@ -27,15 +27,17 @@ from pathlib import Path
 from typing import Any
 
 from xdlm.tune import layout
+from xdlm.tune.channel import CLOCKS
 
 log = logging.getLogger(__name__)
 
 
 def final_tune_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    """Numbers Tune can keep (MLflow's final metrics plus the last Ray Train report)."""
+    """Numbers Tune can keep (MLflow's final metrics plus the last Ray Train report), without the
+    clock: schedulers have nothing to act on in a finished trial (see ``channel.CLOCKS``)."""
     out = {}
     for key, value in metrics.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if key in CLOCKS or isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
         if isinstance(value, float) and not math.isfinite(value):
             continue
@@ -127,7 +129,7 @@ def run_trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:
     outcome = fit_reporting_to_tune(
         lambda callbacks: run_training(job, resume=resume, parent_run_id=sweep["parent_run_id"],
                                        extra_callbacks=callbacks, init_checkpoint=init_checkpoint, tags=tags),
-        trial_id, segment.run_name,
+        trial_id, segment.run_name, job.train.steps,
     )
     metrics = final_tune_metrics(outcome.metrics)
     if outcome.run_id:
