@@ -13,7 +13,7 @@ from xdlm.tune.spec import load_sweep
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("name", ["quick_k", "paper_k_pareto", "schedules"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml")))
 def test_the_repository_sweeps_are_valid(name):
     spec = load_sweep(REPO / "sweeps" / f"{name}.yaml")
     assert spec.name == name and spec.space
@@ -25,6 +25,20 @@ def test_quick_k_searches_the_four_k(write_sweep):
     assert spec.space["diffusion.k"].values == [0.0, 0.1, 0.5, 1.0]
     job = validate_space_against_job(spec)
     assert job.model.size == "tiny" and job.cluster.num_workers == 1
+
+
+def test_pbt_lr_builds_the_population_based_scheduler():
+    from ray.tune.schedulers import PopulationBasedTraining
+
+    from xdlm.tune.runner import build_scheduler
+
+    spec = load_sweep(REPO / "sweeps" / "pbt_lr.yaml")
+    job = validate_space_against_job(spec)
+    scheduler = build_scheduler(spec, job)
+    assert isinstance(scheduler, PopulationBasedTraining)
+    assert scheduler._perturbation_interval == 50 and scheduler._time_attr == "step"
+    assert list(scheduler._hyperparam_mutations) == ["optim.lr"]
+    assert job.train.eval_every % job.train.checkpoint_every == 0
 
 
 def test_overrides_and_resources_reach_the_base_job(write_sweep):

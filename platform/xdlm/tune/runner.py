@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -233,6 +234,8 @@ def resume_sweep(name: str, storage_path: str = "runs", address: str | None = No
 def _fit(tuner, state: dict[str, Any], spec: SweepSpec, logger) -> SweepOutcome:
     for key, value in DRIVER_ENV.items():
         os.environ.setdefault(key, value)
+    # Tune suggests actor reuse for PBT; it is off on purpose (see build's reuse_actors=False)
+    warnings.filterwarnings("ignore", message="Consider boosting PBT performance")
     try:
         results = tuner.fit()
     except BaseException as err:
