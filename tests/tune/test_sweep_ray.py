@@ -122,6 +122,10 @@ def test_pbt_bottom_trial_continues_from_the_top_trials_checkpoint(ray_session, 
     assert replaced.info.status == "KILLED" and replaced.data.tags["xdlm.trial_status"] == "pbt_replaced"
     parent = client.get_run(outcome.parent_run_id)
     assert len(child_runs(client, outcome.parent_run_id, parent.info.experiment_id)) == 3
+    from xdlm.tune.report import build_report
+
+    notes = build_report(outcome.directory, log_to_mlflow=False).notes
+    assert any(n.startswith("PBT:") and f"{cloner} from pbt-{donor}@step4 (segment 1)" in n for n in notes), notes
 
 
 def kill_train_workers_started_after(since: float) -> int:

@@ -39,6 +39,8 @@ class TrialRow:
     metrics: dict[str, float]
     wall_s: float | None
     best: bool = False
+    lineage: str | None = None
+    """PBT: the donor checkpoint this trial's current segment started from (run@step)."""
 
     def metric(self, key: str) -> float | None:
         value = self.metrics.get(key)
@@ -124,8 +126,10 @@ def collect_rows(directory: Path, state: dict[str, Any]) -> list[TrialRow]:
         status = tags.get("xdlm.trial_status") or ("completed" if done else "unfinished")
         if status == "stopped_early" and tags.get("xdlm.stopped_at_step"):
             status = f"stopped@{tags['xdlm.stopped_at_step']}"
+        donor = record.get("init_from")
+        lineage = f"{donor['run_name']}@step{donor['step']} (segment {record['segment']})" if donor else None
         rows.append(TrialRow(trial_id, status, record["run_id"], params, metrics, wall,
-                             best=tags.get("xdlm.best_trial") == "true"))
+                             best=tags.get("xdlm.best_trial") == "true", lineage=lineage))
     return rows
 
 
@@ -197,6 +201,10 @@ def build_report(directory: Path, log_to_mlflow: bool = True, echo: bool = False
         xs, ys, report.x_label, report.y_label, report.y_source = frontier_axes(completed, state["base_job"])
         usable = [(r, x, y) for r, x, y in zip(completed, xs, ys, strict=True) if x is not None and y is not None]
         report.notes.append(report.y_source)
+    cloned = [f"{r.trial_id} from {r.lineage}" for r in rows if r.lineage]
+    if cloned:
+        report.notes.append("PBT: these trials ended in a segment started from another trial's checkpoint "
+                            "(params and wall time are that segment's): " + "; ".join(cloned))
     stopped = [r.trial_id for r in rows if r.status.startswith("stopped")]
     if stopped:
         report.notes.append(f"stopped early by the scheduler (not on the frontier): {', '.join(stopped)}")
