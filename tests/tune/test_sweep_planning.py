@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from xdlm.tune.pareto import pareto_front
-from xdlm.tune.resources import TrialResources, max_concurrent_trials
+from xdlm.tune.resources import TrialResources, check_pbt_population, max_concurrent_trials
 
 
 def test_concurrency_counts_the_trainable_and_its_workers():
@@ -25,6 +25,14 @@ def test_no_trial_fits_names_the_resources():
         max_concurrent_trials(need, {"CPU": 2}, None)
     with pytest.raises(ValueError, match=r"\+ 2 GPUs, but the cluster has 16 CPUs and 0 GPUs"):
         max_concurrent_trials(TrialResources(0.2, 2, 1.0, 1.0), {"CPU": 16}, None)
+
+
+def test_pbt_needs_room_for_its_whole_population():
+    need = TrialResources(0.2, 1, 0.8, 0.0)
+    check_pbt_population(2, max_concurrent_trials(need, {"CPU": 2}, None), need)
+    with pytest.raises(ValueError, match=r"pbt runs its whole population at once, but 4 trials need 4 x 1 CPUs "
+                                         r".* the cluster fits 2; lower search.num_samples"):
+        check_pbt_population(4, max_concurrent_trials(need, {"CPU": 2}, None), need)
 
 
 def test_pareto_front_keeps_the_non_dominated_points():

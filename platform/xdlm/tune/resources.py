@@ -61,3 +61,15 @@ def max_concurrent_trials(need: TrialResources, cluster: dict[str, float], cap: 
             "resources.cpus_per_worker / resources.trainable_cpus or add nodes"
         )
     return min(fits, cap) if cap else fits
+
+
+def check_pbt_population(population: int, concurrent: int, need: TrialResources) -> None:
+    """PBT compares trials that train side by side, so its whole population must run at once:
+    with fewer slots, later trials would only start once earlier ones had finished (Tune's
+    concurrency limit holds them back instead of pausing), and the population would not be one."""
+    if population > concurrent:
+        raise ValueError(
+            f"scheduler.kind: pbt runs its whole population at once, but {population} trials need "
+            f"{population} x {need.describe()} and the cluster fits {concurrent}; lower "
+            "search.num_samples (or the grid), lower resources.cpus_per_worker / num_workers, or add nodes"
+        )

@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 
 from xdlm.config import ConfigError, JobConfig, from_dict, to_dict, to_yaml
 from xdlm.tune import layout
-from xdlm.tune.resources import max_concurrent_trials, trial_resources
+from xdlm.tune.resources import check_pbt_population, max_concurrent_trials, trial_resources
 from xdlm.tune.space import (
     param_space,
     pbt_interval,
@@ -32,7 +32,7 @@ from xdlm.tune.space import (
     scheduler_horizon,
     validate_space_against_job,
 )
-from xdlm.tune.spec import SweepSpec, load_sweep
+from xdlm.tune.spec import SweepSpec, load_sweep, population_size
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +130,8 @@ def plan_concurrency(spec: SweepSpec, job: JobConfig) -> int:
     ensure_ray(job.cluster.address, object_store_memory_mb=job.cluster.object_store_memory_mb)
     need = trial_resources(job, spec.resources.trainable_cpus)
     concurrent = max_concurrent_trials(need, ray.cluster_resources(), spec.max_concurrent_trials)
+    if spec.scheduler.kind == "pbt":
+        check_pbt_population(population_size(spec), concurrent, need)
     log.info("sweep %s: each trial needs %s; running up to %d at once", spec.name, need.describe(), concurrent)
     return concurrent
 

@@ -278,7 +278,12 @@ def validate_pbt_fields(spec: SweepSpec) -> None:
              f"must be in [0, 1], got {s.resample_probability}")
     _require(s.perturbation_interval is None or s.perturbation_interval >= 1, "scheduler.perturbation_interval",
              f"must be >= 1 (or null), got {s.perturbation_interval}")
-    grids = [len(p.values or []) for p in spec.space.values() if p.kind == "grid"]
-    population = math.prod(grids) * spec.search.num_samples
+    population = population_size(spec)
     _require(population >= 2, "search.num_samples",
              f"PBT needs a population of at least 2 trials; the space and num_samples give {population}")
+
+
+def population_size(spec: SweepSpec) -> int:
+    """How many trials the sweep has: the grid's size times num_samples."""
+    grids = [len(p.values or []) for p in spec.space.values() if p.kind == "grid"]
+    return math.prod(grids) * spec.search.num_samples
