@@ -88,7 +88,11 @@ def cell(row: TrialRow, key: str) -> str:
         value = row.metric("tokens")
         return "-" if value is None else f"{value / 1e3:.0f}k"
     if key.startswith("param:"):
-        return row.params.get(key[6:], "-")
+        value = row.params.get(key[6:], "-")
+        try:  # MLflow keeps params as text: 0.00038148027376007793 reads better as 0.0003815
+            return value if value.lower() in ("nan", "inf", "-inf") else _fmt(float(value))
+        except ValueError:
+            return value
     return _fmt(row.metric(key))
 
 
