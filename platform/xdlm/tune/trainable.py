@@ -22,7 +22,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,7 @@ def choose_segment(directory: Path, sweep_name: str, trial_id: str, config: dict
             if run_dir.name == pointer.run_name:
                 return Segment(info["segment"], pointer.run_name, info.get("init_from"))
         return Segment(0, pointer.run_name)
-    donor = dict(vars(pointer))
+    donor = asdict(pointer)
     if runs:
         run_dir, info = runs[-1]
         if info.get("init_from") == donor and same_params(info["params"], config):
