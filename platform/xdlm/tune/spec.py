@@ -117,7 +117,8 @@ class BudgetSpec:
     sweep_time_s: float | None = None
     """Stop the whole sweep (every running trial) after this many seconds."""
     trial_time_s: float | None = None
-    """Per trial: stop training with a checkpoint after this many seconds (train.max_time_s)."""
+    """Per trial: stop training with a checkpoint after this many seconds (train.max_time_s);
+    under PBT each segment gets the whole budget."""
     trial_tokens: int | None = None
     """Per trial: train at most this many tokens (caps train.steps)."""
 
