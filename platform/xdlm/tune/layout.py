@@ -65,6 +65,11 @@ def trial_run_name(sweep_name: str, trial_id: str, segment: int = 0) -> str:
     return f"{sweep_name}-{trial_id}" + (f"-pbt{segment}" if segment else "")
 
 
+def donor_label(init_from: dict[str, Any]) -> str:
+    """``<donor run>@step<n>``: where a PBT segment started (MLflow tag, report note)."""
+    return f"{init_from['run_name']}@step{init_from['step']}"
+
+
 def write_trial_info(run_dir: Path, info: dict[str, Any]) -> None:
     """``{trial_id, segment, params, init_from}`` of the run in ``run_dir`` (once, atomically)."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -104,7 +109,7 @@ def write_done(run_dir: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, run_dir / DONE_MARKER)
 
 
-def log_start(directory: Path, trial_id: str, resumed: bool, run_name: str | None = None) -> None:
+def log_start(directory: Path, trial_id: str, resumed: bool, run_name: str) -> None:
     """Append-only audit: every time a trainable starts (tests use it to see what re-ran)."""
     with open(directory / STARTS_LOG, "a") as f:
         f.write(json.dumps({"trial_id": trial_id, "time": time.time(), "resumed_run": resumed,

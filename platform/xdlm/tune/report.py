@@ -89,8 +89,8 @@ def cell(row: TrialRow, key: str) -> str:
         return "-" if value is None else f"{value / 1e3:.0f}k"
     if key.startswith("param:"):
         value = row.params.get(key[6:], "-")
-        try:  # MLflow keeps params as text: 0.00038148027376007793 reads better as 0.0003815
-            return value if value.lower() in ("nan", "inf", "-inf") else _fmt(float(value))
+        try:  # MLflow keeps params as text: 0.00038148027376007793 reads better as 0.000381
+            return _fmt(float(value))
         except ValueError:
             return value
     return _fmt(row.metric(key))
@@ -131,7 +131,7 @@ def collect_rows(directory: Path, state: dict[str, Any]) -> list[TrialRow]:
         if status == "stopped_early" and tags.get("xdlm.stopped_at_step"):
             status = f"stopped@{tags['xdlm.stopped_at_step']}"
         donor = record.get("init_from")
-        lineage = f"{donor['run_name']}@step{donor['step']} (segment {record['segment']})" if donor else None
+        lineage = f"{layout.donor_label(donor)} (segment {record['segment']})" if donor else None
         rows.append(TrialRow(trial_id, status, record["run_id"], params, metrics, wall,
                              best=tags.get("xdlm.best_trial") == "true", lineage=lineage))
     return rows

@@ -236,10 +236,11 @@ def resume_sweep(name: str, storage_path: str = "runs", address: str | None = No
 def _fit(tuner, state: dict[str, Any], spec: SweepSpec, logger) -> SweepOutcome:
     for key, value in DRIVER_ENV.items():
         os.environ.setdefault(key, value)
-    # Tune suggests actor reuse for PBT; it is off on purpose (see build's reuse_actors=False)
-    warnings.filterwarnings("ignore", message="Consider boosting PBT performance")
     try:
-        results = tuner.fit()
+        with warnings.catch_warnings():
+            # Tune suggests actor reuse for PBT; it is off on purpose (reuse_actors=False above)
+            warnings.filterwarnings("ignore", message="Consider boosting PBT performance")
+            results = tuner.fit()
     except BaseException as err:
         logger.close("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
         raise

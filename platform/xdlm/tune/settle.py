@@ -3,7 +3,8 @@
 Tune ends a trial that ASHA stops by killing its actor, so that trial's MLflow run (opened by
 ``run_training`` in the actor) would stay RUNNING forever; errored trials likewise. Here each
 trial's run gets ``xdlm.trial_status`` (completed / stopped_early / error; ``pbt_replaced`` for
-the earlier segments of a trial that PBT made clone another) and a terminal status, the best completed trial (by the sweep's metric, from its final report) gets
+the earlier segments of a trial that PBT made clone another) and the terminal status that Tune's
+verdict implies, the best completed trial (by the sweep's metric, from its final report) gets
 ``xdlm.best_trial=true``, and the parent run records which one that was.
 """
 
@@ -90,11 +91,10 @@ def settle_trials(state: dict[str, Any], spec, results):
         last_step = outcome.get("last", {}).get("step")
         if status == "stopped_early" and last_step is not None:
             client.set_tag(run_id, "xdlm.stopped_at_step", str(int(last_step)))
-        current = client.get_run(run_id).info.status
         # Tune's verdict wins over the trial's own: a trial stopped by the scheduler has its actor
         # torn down under a running ``trainer.fit()``, which then sometimes raises on the way out
         # and ends the run FAILED before the process goes (a race with the atexit KILLED).
-        if current == "RUNNING" or (status in ("stopped_early", "interrupted") and current != run_status):
+        if client.get_run(run_id).info.status != run_status:
             client.set_terminated(run_id, status=run_status)
         for replaced in record["replaced"]:  # PBT: an earlier segment, torn down when the trial cloned another
             client.set_tag(replaced, "xdlm.trial_status", "pbt_replaced")

@@ -214,7 +214,7 @@ def pbt_interval(spec: SweepSpec, job: JobConfig) -> int:
     """PBT's perturbation interval: the spec's, else one evaluation."""
     if spec.scheduler.perturbation_interval is not None:
         return spec.scheduler.perturbation_interval
-    return scheduler_grace(spec, job)
+    return evaluation_interval(spec, job)
 
 
 def pbt_mutations(spec: SweepSpec) -> dict[str, Any]:
@@ -235,11 +235,16 @@ def scheduler_horizon(spec: SweepSpec, job: JobConfig) -> int:
     return job.train.steps * (tokens_per_step(job) if spec.scheduler.time_attr == "tokens" else 1)
 
 
+def evaluation_interval(spec: SweepSpec, job: JobConfig) -> int:
+    """train.eval_every in the scheduler's time_attr units (the metric is reported that often)."""
+    return job.train.eval_every * (tokens_per_step(job) if spec.scheduler.time_attr == "tokens" else 1)
+
+
 def scheduler_grace(spec: SweepSpec, job: JobConfig) -> int:
     """ASHA's first rung: the spec's, else the first evaluation (nothing is reported before it)."""
     if spec.scheduler.grace_period is not None:
         return spec.scheduler.grace_period
-    return job.train.eval_every * (tokens_per_step(job) if spec.scheduler.time_attr == "tokens" else 1)
+    return evaluation_interval(spec, job)
 
 
 def trial_job(job_dict: dict[str, Any], params: dict[str, Any], name: str, storage_path: str,

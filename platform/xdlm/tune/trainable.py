@@ -124,7 +124,7 @@ def run_trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:
             **{f"xdlm.sweep.param.{key}": str(value)[:5000] for key, value in config.items()}}
     if segment.init_from:
         tags["xdlm.pbt.segment"] = segment.index
-        tags["xdlm.pbt.init_from"] = f"{segment.init_from['run_name']}@step{segment.init_from['step']}"
+        tags["xdlm.pbt.init_from"] = layout.donor_label(segment.init_from)
     started = time.time()
     outcome = fit_reporting_to_tune(
         lambda callbacks: run_training(job, resume=resume, parent_run_id=sweep["parent_run_id"],
