@@ -46,3 +46,17 @@ def test_segments_follow_the_checkpoint_tune_hands_back(tmp_path):
 
     segments = layout.trial_segments(tmp_path)
     assert [d.name for d, _ in segments["t1"]] == ["s-t1", "s-t1-pbt1"]
+
+
+def test_a_donor_checkpoint_deleted_by_retention_falls_back_to_its_runs_latest(tmp_path):
+    from xdlm.train.checkpoint import STATE_FILE
+    from xdlm.tune.trainable import donor_checkpoint
+
+    run_dir = tmp_path / layout.TRIALS_DIR / "s-t2"
+    for name in ("checkpoint_2026-01-01_00-00-02", "checkpoint_2026-01-01_00-00-03"):
+        (run_dir / name).mkdir(parents=True)
+        (run_dir / name / STATE_FILE).write_bytes(b"")
+    kept = asdict(Pointer("t2", "s-t2", str(run_dir / "checkpoint_2026-01-01_00-00-02"), 4))
+    assert donor_checkpoint(tmp_path, kept) == kept["checkpoint"]
+    gone = asdict(Pointer("t2", "s-t2", str(run_dir / "checkpoint_2026-01-01_00-00-01"), 2))
+    assert donor_checkpoint(tmp_path, gone) == str(run_dir / "checkpoint_2026-01-01_00-00-03")
