@@ -1,28 +1,54 @@
 """The job configuration: one typed dataclass tree, the single source of truth for every option.
 
 YAML files in ``jobs/`` and ``sweeps/`` only override these defaults (OmegaConf structured
-configs); dotted ``key=value`` overrides come last.  ``load_job`` validates everything before any
-Ray resource is requested: an unknown key or a bad value raises ``ConfigError`` (a ``ValueError``)
-naming the field and the allowed values.
+configs); dotted ``key=value`` overrides come last.  Every section validates itself
+(``section.validate()``); ``JobConfig.validate`` runs them all plus the checks that span sections.
+``load_job`` runs it before any Ray resource is requested: an unknown key or a bad value raises
+``ConfigError`` (a ``ValueError``) naming the field and the allowed values.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from xdlm.data.config import DataConfig
+from xdlm.diffusion import sampling, schedules
+from xdlm.diffusion.kernels.dispatch import BACKENDS as LOSS_BACKENDS
 from xdlm.models.config import ModelConfig
+
+PRECISIONS = ("auto", "fp32", "bf16")
+LR_SCHEDULES = ("constant", "cosine")
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 class ConfigError(ValueError):
     """A job/sweep configuration that cannot run; the message names the field."""
+
+
+def require(ok: bool, field_name: str, message: str) -> None:
+    """Raise ``ConfigError("<field>: <message>")`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(f"{field_name}: {message}")
+
+
+def _section(validate: Callable[[], Any], section: str) -> None:
+    """Run a section's own ``validate`` and prefix its plain ``ValueError`` with the section."""
+    try:
+        validate()
+    except ConfigError:
+        raise
+    except ValueError as err:
+        raise ConfigError(f"{section}: {err}") from None
 
 
 @dataclass
@@ -40,6 +66,16 @@ class DiffusionConfig:
     loss_backend: str = "auto"
     """NELBO implementation: auto (triton on CUDA, chunked elsewhere), torch, chunked, triton."""
 
+    def validate(self) -> DiffusionConfig:
+        require(0.0 <= self.k <= 1.0, "diffusion.k", f"must be in [0, 1] (0 = MDLM, 1 = UDLM), got {self.k}")
+        require(self.schedule in schedules.available(), "diffusion.schedule",
+                f"unknown {self.schedule!r}; available: {', '.join(schedules.available())}")
+        _section(lambda: schedules.get(self.schedule, **self.schedule_params), "diffusion.schedule_params")
+        require(0.0 < self.t_min < 1.0, "diffusion.t_min", f"must be in (0, 1), got {self.t_min}")
+        require(self.loss_backend in LOSS_BACKENDS, "diffusion.loss_backend",
+                f"must be one of {', '.join(LOSS_BACKENDS)}, got {self.loss_backend!r}")
+        return self
+
 
 @dataclass
 class OptimConfig:
@@ -55,6 +91,19 @@ class OptimConfig:
     ema: float = 0.9999
     """EMA decay of the weights used for evaluation and sampling (0 disables)."""
 
+    def validate(self) -> OptimConfig:
+        require(self.lr > 0, "optim.lr", f"must be > 0, got {self.lr}")
+        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas",
+                f"must be two numbers in [0, 1), got {list(self.betas)}")
+        require(self.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        require(self.warmup_steps >= 0, "optim.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        require(self.lr_schedule in LR_SCHEDULES, "optim.lr_schedule",
+                f"must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        require(0 <= self.min_lr_ratio <= 1, "optim.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
+        require(self.grad_clip >= 0, "optim.grad_clip", f"must be >= 0 (0 disables), got {self.grad_clip}")
+        require(0 <= self.ema < 1, "optim.ema", f"must be in [0, 1) (0 disables), got {self.ema}")
+        return self
+
 
 @dataclass
 class TrainConfig:
@@ -68,6 +117,8 @@ class TrainConfig:
     compile: bool = False
     """torch.compile the model."""
     seed: int = 0
+    """Seeds the model's initialisation and the noise (times, z_t) of every step; the data order
+    has its own seed, ``data.seed``."""
     log_every: int = 10
     eval_every: int = 1000
     eval_batches: int = 20
@@ -79,6 +130,26 @@ class TrainConfig:
     Batch sizes, accumulation and clipping are filled in from the job. Empty: DDP."""
     max_time_s: float | None = None
     """Stop (with a checkpoint) after this much wall time."""
+
+    def validate(self) -> TrainConfig:
+        require(self.steps >= 1, "train.steps", f"must be >= 1, got {self.steps}")
+        require(self.micro_batch >= 1, "train.micro_batch", f"must be >= 1, got {self.micro_batch}")
+        require(self.precision in PRECISIONS, "train.precision",
+                f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        for name in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "eval_batches"):
+            value = getattr(self, name)
+            require(value >= 1, f"train.{name}", f"must be >= 1, got {value}")
+        if self.deepspeed:
+            zero = self.deepspeed.get("zero_optimization") or {}
+            require(isinstance(zero, dict | DictConfig), "train.deepspeed.zero_optimization",
+                    f"must be a mapping such as {{stage: 2}}, got {zero!r}")
+            stage = zero.get("stage", 0)
+            require(stage in (0, 1, 2), "train.deepspeed.zero_optimization.stage",
+                    f"must be 0, 1 or 2 (ZeRO-3 would shard the weights that EMA and evaluation read), got {stage}")
+            require(not self.compile, "train.compile", "torch.compile with DeepSpeed is not supported here; set it false")
+        require(self.max_time_s is None or self.max_time_s > 0, "train.max_time_s",
+                f"must be > 0, got {self.max_time_s}")
+        return self
 
 
 @dataclass
@@ -95,6 +166,12 @@ class ClusterConfig:
     object_store_memory_mb: int = 512
     """Object store cap for a local Ray (the default would take a third of RAM)."""
 
+    def validate(self) -> ClusterConfig:
+        require(self.num_workers >= 1, "cluster.num_workers", f"must be >= 1, got {self.num_workers}")
+        require(self.cpus_per_worker > 0, "cluster.cpus_per_worker", f"must be > 0, got {self.cpus_per_worker}")
+        require(self.max_failures >= 0, "cluster.max_failures", f"must be >= 0, got {self.max_failures}")
+        return self
+
 
 @dataclass
 class TrackingConfig:
@@ -103,6 +180,11 @@ class TrackingConfig:
     experiment: str = "xdlm"
     log_samples: int = 4
     """Sample texts logged as an artifact at each evaluation."""
+
+    def validate(self) -> TrackingConfig:
+        require(bool(self.experiment), "tracking.experiment", "must be a non-empty name")
+        require(self.log_samples >= 0, "tracking.log_samples", f"must be >= 0 (0 disables), got {self.log_samples}")
+        return self
 
 
 @dataclass
@@ -117,6 +199,15 @@ class EvalConfig:
     causal LM name (needs a network), or None to skip generative PPL."""
     zero_shot: bool = True
     """Evaluate data.eval_sets at the end of training."""
+
+    def validate(self) -> EvalConfig:
+        require(all(s >= 1 for s in self.sample_steps), "eval.sample_steps",
+                f"must all be >= 1, got {list(self.sample_steps)}")
+        require(self.num_samples >= 1, "eval.num_samples", f"must be >= 1, got {self.num_samples}")
+        require(self.sampler in sampling.available(), "eval.sampler",
+                f"unknown {self.sampler!r}; available: {', '.join(sampling.available())}")
+        require(self.top_p is None or 0 < self.top_p <= 1, "eval.top_p", f"must be in (0, 1] or null, got {self.top_p}")
+        return self
 
 
 @dataclass
@@ -144,67 +235,110 @@ class JobConfig:
             base = str(Path(base).expanduser().resolve())
         return f"{base.rstrip('/')}/{self.name}"
 
+    # -- validation ------------------------------------------------------------------------
     def validate(self) -> JobConfig:
-        from xdlm.train.validate import validate_job
-
-        validate_job(self)
+        """Every section's own checks, then those that span sections; returns ``self``."""
+        require(bool(RUN_NAME.fullmatch(self.name)), "name",
+                f"must be letters, digits, '_', '.', '-' (a directory name), got {self.name!r}")
+        _require_finite(self)
+        _section(self.data.validate, "data")
+        _section(self.model.validate, "model")
+        for section in (self.diffusion, self.optim, self.train, self.cluster, self.tracking, self.eval):
+            section.validate()
+        per_step = self.train.micro_batch * self.cluster.num_workers
+        require(self.train.global_batch >= per_step and self.train.global_batch % per_step == 0,
+                "train.global_batch",
+                f"must be a positive multiple of train.micro_batch x cluster.num_workers = {per_step}, "
+                f"got {self.train.global_batch}")
+        require(self.data.seq_len <= self.model.max_seq_len, "data.seq_len",
+                f"{self.data.seq_len} is above the model's maximum model.max_seq_len = {self.model.max_seq_len}")
         return self
 
 
-def _error_from_omegaconf(err: OmegaConfBaseException, source: str) -> ConfigError:
-    key = getattr(err, "full_key", None) or ""
-    msg = str(err).splitlines()[0]
-    if "Key '" in msg and "not in" in msg:
-        parent = key.rsplit(".", 1)[0] if "." in key else ""
-        node = _node_at(parent)
-        allowed = ", ".join(f.name for f in dataclasses.fields(node)) if node else ""
-        return ConfigError(f"{source}: unknown key '{key}'" + (f"; allowed keys here: {allowed}" if allowed else ""))
-    return ConfigError(f"{source}: bad value for '{key}': {msg}")
+def _require_finite(node: Any, prefix: str = "") -> None:
+    """NaN or infinity in any number of the tree is refused: ``optim.lr=inf`` would otherwise
+    train to a FINISHED run with NaN checkpoints."""
+    values = ({f.name: getattr(node, f.name) for f in dataclasses.fields(node)}
+              if dataclasses.is_dataclass(node) else node)
+    items = values.items() if isinstance(values, dict) else enumerate(values) if isinstance(values, list) else ()
+    for key, value in items:
+        path = f"{prefix}.{key}" if prefix and isinstance(key, str) else f"{prefix}[{key}]" if prefix else str(key)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{path}: must be a finite number, got {value}")
+        if dataclasses.is_dataclass(value) or isinstance(value, dict | list):
+            _require_finite(value, path)
 
 
-def _node_at(dotted: str):
-    node: Any = JobConfig
+# -- loading: defaults <- YAML <- dotted overrides (jobs here, sweeps in xdlm.tune.spec) -------
+NodeLookup = Callable[[str], Any]
+
+
+def dataclass_at(schema: type, dotted: str) -> type | None:
+    """The dataclass type of the section at ``dotted`` (``""``: ``schema`` itself), or None."""
+    node: Any = schema
     for part in [p for p in dotted.split(".") if p]:
         fields = {f.name: f for f in dataclasses.fields(node)}
-        if part not in fields:
+        if part not in fields or fields[part].default_factory is dataclasses.MISSING:  # type: ignore[misc]
             return None
-        default = fields[part].default_factory() if fields[part].default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
+        default = fields[part].default_factory()  # type: ignore[misc]
         if not dataclasses.is_dataclass(default):
             return None
         node = type(default)
     return node
 
 
-def apply_overrides(merged, overrides, make_error):
-    """Merge dotted ``key=value`` overrides one at a time, so an error names the one at fault;
-    ``make_error(omegaconf_error, source)`` turns OmegaConf's error into a ``ConfigError``."""
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like dotted.key=value")
+def omegaconf_error(err: OmegaConfBaseException, source: str, node_at: NodeLookup) -> ConfigError:
+    """OmegaConf's error as a ``ConfigError`` naming the key (and, for an unknown key, the keys
+    allowed at that level)."""
+    key = getattr(err, "full_key", None) or ""
+    message = str(err).splitlines()[0]
+    if "Key '" in message and "not in" in message:
+        node = node_at(key.rsplit(".", 1)[0] if "." in key else "")
+        allowed = f"; allowed keys here: {', '.join(f.name for f in dataclasses.fields(node))}" if node else ""
+        return ConfigError(f"{source}: unknown key '{key}'{allowed}")
+    return ConfigError(f"{source}: bad value for '{key}': {message}")
+
+
+def load_structured(schema: type, path: str | os.PathLike | None, overrides: list[str] | tuple[str, ...],
+                    *, what: str, node_at: NodeLookup | None = None) -> Any:
+    """Defaults of the dataclass ``schema`` <- the YAML file at ``path`` <- dotted ``key=value``
+    overrides, one at a time so an error names the one at fault.  Returns a ``schema`` instance,
+    not yet validated; every mistake is a ``ConfigError`` naming the file, key or override.
+
+    ``what`` names the file kind in messages ("job", "sweep"); ``node_at(dotted)`` finds the
+    section class at a dotted key, for listing the allowed keys (default: walk the dataclasses).
+    """
+    node_at = node_at or (lambda dotted: dataclass_at(schema, dotted))
+    layers = [OmegaConf.structured(schema)]
+    source = str(path) if path is not None else what
+    if path is not None:
+        if not Path(path).is_file():
+            raise ConfigError(f"{what} file not found: {path}")
         try:
+            loaded = OmegaConf.load(path)
+        except Exception as err:  # yaml syntax errors, duplicate keys
+            raise ConfigError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+        if not isinstance(loaded, DictConfig):
+            raise ConfigError(f"{path}: the top level of a {what} file must be a mapping of keys "
+                              f"(like 'train: {{steps: 100}}'), got a {type(loaded).__name__.replace('Config', '').lower()}")
+        layers.append(loaded)
+    try:
+        merged = OmegaConf.merge(*layers)
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} must look like dotted.key=value")
+            source = f"override {item!r}"
             merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
-        except OmegaConfBaseException as err:
-            raise make_error(err, f"override {item!r}") from None
-    return merged
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        raise omegaconf_error(err, source, node_at) from None
+    except TypeError as err:  # OmegaConf merging a list into a mapping or the reverse
+        raise ConfigError(f"{source}: {err} (a list where a mapping is expected, or the reverse)") from None
 
 
 def load_job(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> JobConfig:
     """Defaults <- YAML file <- dotted overrides, then validation. Returns a ``JobConfig``."""
-    schema = OmegaConf.structured(JobConfig)
-    layers = [schema]
-    if path is not None:
-        if not Path(path).is_file():
-            raise ConfigError(f"job file not found: {path}")
-        try:
-            layers.append(OmegaConf.load(path))
-        except Exception as err:  # yaml syntax errors
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    try:
-        merged = OmegaConf.merge(*layers)
-    except OmegaConfBaseException as err:
-        raise _error_from_omegaconf(err, str(path)) from None
-    merged = apply_overrides(merged, overrides, _error_from_omegaconf)
-    job: JobConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    job: JobConfig = load_structured(JobConfig, path, overrides, what="job")
     return job.validate()
 
 

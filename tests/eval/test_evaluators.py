@@ -9,11 +9,11 @@ import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 
+from xdlm.checkpoint import write_checkpoint
 from xdlm.config import load_job, to_yaml
 from xdlm.eval.evaluators import load_evaluator
 from xdlm.eval.generation import generative_perplexity
 from xdlm.models import build_model
-from xdlm.train.checkpoint import write_checkpoint
 
 TEXTS = ["the cat sat on the mat", "a dog ran in the park and the cat sat"]
 

@@ -13,14 +13,13 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from xdlm.diffusion import XDLM  # noqa: E402
+from xdlm.diffusion.kernels import dispatch  # noqa: E402
 
 
 @pytest.fixture
 def triton_cpu():
     """Skip-free guard for @pytest.mark.triton tests: fail loudly (not skip) when the interpreter
     cannot be used, so CI never passes without having run the kernels."""
-    from xdlm.kernels import dispatch
-
     if not dispatch.triton_installed():
         pytest.fail("triton is not installed: the triton tests cannot run")
     dispatch.check_triton(torch.device("cpu"), torch.float32)  # raises with the reason

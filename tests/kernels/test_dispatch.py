@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests.kernels.conftest import make_problem
-from xdlm.kernels import dispatch, resolve_backend
+from xdlm.diffusion.kernels import dispatch, resolve_backend
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,7 +82,7 @@ def test_triton_on_cpu_without_the_interpreter_raises_a_clear_error():
     result = _run_python(
         """
         import sys, torch
-        import xdlm.diffusion, xdlm.kernels
+        import xdlm.diffusion, xdlm.diffusion.kernels
         assert "triton" not in sys.modules, "importing xdlm imported triton"
         from xdlm.diffusion import XDLM
         proc = XDLM(10, 9, 0.5)

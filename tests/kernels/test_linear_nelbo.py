@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from tests.kernels.conftest import assert_close_scaled, make_problem
 
@@ -69,6 +70,33 @@ def test_chunked_bfloat16_head():
     # same bf16 logits (same matmul per row); the weight/bias sums over chunks are taken in
     # float32 and rounded once, the reference rounds one bf16 matmul: 1-2 bf16 ulps apart
     compare(got, ref, 1e-5, 2e-2)
+
+
+@pytest.mark.parametrize("T", [8, 300])
+def test_float64_gradients_stay_float64(T):
+    """A float64 head gets float64-accurate gradients on both backward schedules: T = 8 < V = 257
+    walks vocabulary blocks, T = 300 > V token chunks.  Reference: ``nelbo`` on the
+    ``F.linear(h, W, b)`` logits (the torch path).
+
+    Fails on the old code: the vocabulary-block path summed each block's bias gradient
+    db_j = sum_rows G_j in float32, a relative error ~1e-7 where float64 gives ~1e-16."""
+    N, m, D, k = 257, 256, 16, 0.5
+    proc, _, x0, z, alpha, dalpha = make_problem(N, m, k, shape=(T,), seed=31)
+    gen = torch.Generator().manual_seed(32)
+    hidden = torch.randn(T, D, generator=gen, dtype=torch.float64)
+    weight, b = head(N, D, torch.float64, 33)
+
+    def grads(loss_of):
+        leaves = [t.clone().requires_grad_(True) for t in (hidden, weight, b)]
+        loss_of(*leaves).sum().backward()
+        return [t.grad for t in leaves]
+
+    want = grads(lambda h, w, bias: proc.nelbo(F.linear(h, w, bias), x0, z, alpha, dalpha))
+    got = grads(lambda h, w, bias: proc.linear_nelbo(
+        h, w, x0, z, alpha, dalpha, bias=bias, backend="chunked", chunk_tokens=64, chunk_vocab=64))
+    for name, a, r in zip(("d hidden", "d weight", "d bias"), got, want, strict=True):
+        assert a.dtype == torch.float64, name
+        assert_close_scaled(a, r, 1e-12, name)
 
 
 def test_matches_nelbo_on_the_materialised_logits_and_an_nn_linear():

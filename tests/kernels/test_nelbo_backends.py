@@ -7,6 +7,9 @@ import pytest
 import torch
 
 from tests.kernels.conftest import assert_close_scaled, make_problem
+from xdlm.diffusion.kernels import chunked
+from xdlm.diffusion.kernels.autograd import backend_module
+from xdlm.diffusion.nelbo import log_ratio
 
 KS = [0.0, 0.1, 0.5, 1.0]
 VOCABS = [(37, 0), (37, 17), (300, 299), (1000, 613)]
@@ -143,8 +146,7 @@ def test_triton_matches_torch_bfloat16_inplace(k, triton_cpu):
 @pytest.mark.parametrize("k", [0.0, 0.5])
 def test_triton_kernels_match_their_pytorch_twin(block_v, k, triton_cpu):
     """The raw row statistics and the gradient, kernel against ``chunked``, tile sizes forced."""
-    from xdlm.diffusion.nelbo import log_ratio
-    from xdlm.kernels import chunked, triton_nelbo
+    from xdlm.diffusion.kernels import triton_nelbo  # imports triton: only in triton tests
 
     N, m, T = 300, 150, 24
     proc, logits, x0, z, alpha, _ = make_problem(N, m, k, shape=(T,), seed=11)
@@ -169,13 +171,8 @@ def test_triton_kernels_match_their_pytorch_twin(block_v, k, triton_cpu):
 @pytest.mark.parametrize("v0,width", [(0, 64), (100, 64), (250, 50), (140, 37)])  # the mask id 150 inside or not
 def test_gradient_of_a_column_block_is_the_slice_of_the_full_gradient(backend, v0, width, request):
     """What the fused LM head's vocabulary-block backward relies on."""
-    from xdlm.diffusion.nelbo import log_ratio
-    from xdlm.kernels import chunked
-
     if backend == "triton":
         request.getfixturevalue("triton_cpu")
-    from xdlm.kernels.autograd import backend_module
-
     impl = backend_module(backend)
     N, m, T = 300, 150, 12
     proc, logits, x0, z, alpha, _ = make_problem(N, m, 0.5, shape=(T,), seed=13)

@@ -12,6 +12,7 @@ from scipy import stats as sps
 
 from xdlm.diffusion import XDLM, sampling, schedules
 from xdlm.diffusion.categorical import gumbel_max, top_p_filter
+from xdlm.diffusion.kernels import chunked_sample
 from xdlm.diffusion.posterior import posterior
 
 
@@ -116,12 +117,10 @@ def test_greedy_is_the_dense_argmax(backend, k, alpha_s, top_p, request):
 
 @pytest.mark.parametrize("top_p", [0.05, 0.5, 0.9, 0.999])
 def test_chunked_nucleus_is_top_p_filter_support(top_p):
-    from xdlm.kernels.chunked_sample import float_key, row_draw
-
     N, m, T = 257, 256, 40
     logits, _ = random_rows(T, N, m, seed=3)
-    rd = row_draw(logits, m, top_p, greedy=True, generator=None, chunk=16)
-    kept = float_key(logits) >= rd.threshold[:, None]
+    rd = chunked_sample.row_draw(logits, m, top_p, greedy=True, generator=None, chunk=16)
+    kept = chunked_sample.float_key(logits) >= rd.threshold[:, None]
     kept[:, m] = False
     support = dense_clean_probs(logits, m, top_p) > 0
     assert torch.equal(kept, support)
@@ -130,7 +129,7 @@ def test_chunked_nucleus_is_top_p_filter_support(top_p):
 
 @pytest.mark.triton
 def test_triton_row_pass_matches_its_twin(triton_cpu):
-    from xdlm.kernels import chunked_sample, triton_sample
+    from xdlm.diffusion.kernels import triton_sample  # imports triton: only in triton tests
 
     N, m, T = 300, 5, 40
     logits, _ = random_rows(T, N, m, seed=4)

@@ -44,6 +44,14 @@ def test_yaml_and_overrides_layer_on_defaults(tmp_path):
     ("train.deepspeed={zero_optimization: {stage: 3}}", "train.deepspeed.zero_optimization.stage: must be 0, 1 or 2"),
     ("name=../escape", "name: must be letters"),
     ("cluster.num_workers=0", "cluster.num_workers: must be >= 1"),
+    # non-finite numbers (issue 10: optim.lr=inf used to train to a FINISHED run with NaN weights)
+    ("optim.lr=inf", "optim.lr: must be a finite number, got inf"),
+    ("diffusion.k=nan", "diffusion.k: must be a finite number, got nan"),
+    ("optim.betas=[0.9,.inf]", r"optim.betas\[1\]: must be a finite number"),
+    ("diffusion.schedule_params={eps: .nan}", "diffusion.schedule_params.eps: must be a finite number"),
+    # shapes that used to escape as tracebacks
+    ("diffusion.schedule_params=[1,2]", "diffusion.schedule_params"),
+    ("train.deepspeed={zero_optimization: 5}", "train.deepspeed.zero_optimization: must be a mapping"),
 ])
 def test_bad_values_name_the_field(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -59,6 +67,23 @@ def test_missing_job_file_and_bad_override_syntax(tmp_path):
     bad.write_text("model: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_job(bad)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- train\n- steps\n")
+    with pytest.raises(ConfigError, match="top level of a job file must be a mapping"):
+        load_job(listed)
+
+
+@pytest.mark.parametrize("section", ["diffusion", "optim", "train", "cluster", "tracking", "eval"])
+def test_each_section_validates_itself(section):
+    """A section's own validate() names its fields, without the rest of the job."""
+    job = JobConfig()
+    sub = getattr(job, section)
+    assert sub.validate() is sub
+    first_number = next(f for f in type(sub).__dataclass_fields__ if isinstance(getattr(sub, f), int | float)
+                        and not isinstance(getattr(sub, f), bool))
+    setattr(sub, first_number, -10**9)
+    with pytest.raises(ConfigError, match=rf"^{section}\.{first_number}: "):
+        sub.validate()
 
 
 def test_configuration_reference_is_current():

@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from xdlm.checkpoint import RUN_RECORD, latest_checkpoint, read_checkpoint
 from xdlm.config import ConfigError
-from xdlm.train.checkpoint import read_checkpoint
-from xdlm.train.launch import RUN_RECORD, run_training
-from xdlm.train.restore import latest_checkpoint
+from xdlm.train.launch import run_training
 
 pytestmark = pytest.mark.slow
 
@@ -36,8 +35,8 @@ def test_two_worker_run_is_tracked_in_mlflow(ray_session, small_job):
     client = MlflowClient(outcome.tracking_uri)
     run = client.get_run(outcome.run_id)
     assert run.info.status == "FINISHED" and run.info.run_name == "tracked"
-    for key in ("train/loss", "val/nelbo", "val/ppl", "lr", "grad_norm", "tokens", "flops",
-                "throughput/tokens_per_s", "val/unigram_ppl", "gen/entropy_2steps"):
+    for key in ("train/loss", "val/nelbo", "val/ppl", "train/lr", "train/grad_norm", "tokens", "flops",
+                "train/tokens_per_s", "val/unigram_ppl", "gen/entropy_2steps"):
         assert key in run.data.metrics, key
     history = client.get_metric_history(outcome.run_id, "train/loss")
     assert [m.step for m in history] == [1, 2, 3, 4, 5, 6]
@@ -181,7 +180,7 @@ def test_a_run_started_from_another_runs_checkpoint_continues_it(ray_session, sm
     assert group["lr"] == pytest.approx(1e-3 * lr_multiplier(6, job.optim, 6), rel=1e-12)
     client = MlflowClient(outcome.tracking_uri)
     assert [m.step for m in client.get_metric_history(outcome.run_id, "train/loss")] == [5, 6]
-    logged = {m.step: m.value for m in client.get_metric_history(outcome.run_id, "lr")}
+    logged = {m.step: m.value for m in client.get_metric_history(outcome.run_id, "train/lr")}
     donor_lr = 3e-3 * lr_multiplier(4, small_job().optim, 6)
     assert all(value < donor_lr / 2 for value in logged.values()), (logged, donor_lr)
 

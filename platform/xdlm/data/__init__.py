@@ -12,8 +12,9 @@ Typical use (a training worker)::
     for xv in data.eval_batches(32, name="validation"): ...
     data.unigram_baseline("validation").perplexity # the bar to beat
 
-Modules: ``config`` (DataConfig), ``sources`` (SOURCES registry), ``tokenizers`` (TOKENIZERS
-registry, TextTokenizer), ``cache`` (atomic token arrays), ``packing``, ``loader``, ``build``.
+Modules, bottom up: ``registry`` (SOURCES, TOKENIZERS), ``config`` (DataConfig, checked against
+the registries), ``cache`` (atomic token arrays), ``sources`` and ``hub_sources`` (text sources),
+``tokenizers`` (TextTokenizer), ``packing``, ``loader``, ``build``.
 """
 
 from __future__ import annotations
@@ -21,8 +22,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-# Exports are resolved lazily (PEP 562) so that ``from xdlm.data.config import DataConfig``, used
-# by the job config and the CLI, does not import torch, numpy or tokenizers.
+# The sources and tokenizers register themselves on import: importing them here fills SOURCES and
+# TOKENIZERS before any ``xdlm.data.*`` module runs (Python runs this file first), so
+# ``DataConfig.validate`` and ``make_source`` always see every name.
+from xdlm.data import hub_sources, sources, tokenizers  # noqa: F401
+
+# The other exports are resolved lazily (PEP 562) so that ``from xdlm.data.config import
+# DataConfig``, used by the job config and the CLI, does not import torch.
 _EXPORTS = {
     "Datasets": "xdlm.data.build",
     "TokenBlocks": "xdlm.data.build",
@@ -37,10 +43,10 @@ _EXPORTS = {
     "unigram_entropy": "xdlm.data.loader",
     "BlockPacker": "xdlm.data.packing",
     "pack_documents": "xdlm.data.packing",
-    "SOURCES": "xdlm.data.sources",
+    "SOURCES": "xdlm.data.registry",
     "TextSource": "xdlm.data.sources",
     "make_source": "xdlm.data.sources",
-    "TOKENIZERS": "xdlm.data.tokenizers",
+    "TOKENIZERS": "xdlm.data.registry",
     "TextTokenizer": "xdlm.data.tokenizers",
     "load_tokenizer": "xdlm.data.tokenizers",
 }
@@ -78,8 +84,9 @@ if TYPE_CHECKING:
         unigram_entropy,
     )
     from xdlm.data.packing import BlockPacker, pack_documents
-    from xdlm.data.sources import SOURCES, TextSource, make_source
-    from xdlm.data.tokenizers import TOKENIZERS, TextTokenizer, load_tokenizer
+    from xdlm.data.registry import SOURCES, TOKENIZERS
+    from xdlm.data.sources import TextSource, make_source
+    from xdlm.data.tokenizers import TextTokenizer, load_tokenizer
 
 
 def __getattr__(name: str) -> Any:

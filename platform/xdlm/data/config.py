@@ -12,12 +12,18 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xdlm.data.registry import SOURCES, TOKENIZERS
+
 #: Split names every source understands.
 SPLITS = ("train", "validation", "test")
 #: ``"all"`` is also accepted where a whole eval domain is wanted (every document of the source).
 EVAL_SPLITS = SPLITS + ("all",)
 #: How the local ``text`` source cuts a file into documents (``datasets``' text builder option).
 TEXT_SAMPLE_BY = ("line", "paragraph", "document")
+#: Sources read from local files (``data_files`` or ``split_data_files``).
+LOCAL_FILE_SOURCES = ("text", "jsonl", "parquet")
+#: Sources configured by ``DataConfig`` fields rather than by their name alone.
+GENERIC_SOURCES = LOCAL_FILE_SOURCES + ("hf",)
 #: Smallest vocabulary a byte-level BPE can have: 256 byte symbols + BOS, EOS, MASK, + 1 merge.
 MIN_BPE_VOCAB_SIZE = 260
 
@@ -143,14 +149,12 @@ class DataConfig:
 
         Returns ``self`` so that ``cfg = DataConfig(...).validate()`` reads naturally.
         """
-        # Imported here: the registries live next to the things they register, which import this
-        # module for type hints.
-        from xdlm.data.sources import GENERIC_SOURCES, LOCAL_FILE_SOURCES, SOURCES
-        from xdlm.data.tokenizers import TOKENIZERS
 
         def bad(name: str, allowed: str) -> ValueError:
             return ValueError(f"DataConfig.{name} = {getattr(self, name)!r} is invalid: {allowed}")
 
+        # SOURCES and TOKENIZERS are full here: the sources and tokenizers register themselves when
+        # ``xdlm.data`` is imported, which Python does before running this module.
         if self.source not in SOURCES:
             raise bad("source", f"unknown source; available: {', '.join(SOURCES.available())}")
         if self.tokenizer not in TOKENIZERS:

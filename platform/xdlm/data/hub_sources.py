@@ -1,6 +1,6 @@
 """Hugging Face Hub datasets by name (``openwebtext``, ``lm1b``, ``wikitext-103``, ``wikitext-2``,
 ``fineweb-edu`` streaming, the zero-shot sets) and the generic ``hf`` source, registered in
-``xdlm.data.sources.SOURCES``. They need a network (or a warm ``datasets`` cache); tests drive them
+``xdlm.data.registry.SOURCES``. They need a network (or a warm ``datasets`` cache); tests drive them
 through an injected ``load_dataset`` and a local folder laid out like a Hub repository.
 """
 
@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from xdlm.data.sources import SOURCES, TextSource, _check_split, texts_of
-
-if TYPE_CHECKING:
-    from xdlm.data.config import DataConfig
+from xdlm.data.config import DataConfig
+from xdlm.data.registry import SOURCES
+from xdlm.data.sources import TextSource, check_split, texts_of
 
 _IDENTITY_SPLITS = {"train": "train", "validation": "validation", "test": "test"}
 _TEST_ONLY = {"validation": "test", "test": "test"}
@@ -90,7 +89,7 @@ class HubSource(TextSource):
 
     def hub_splits(self, split: str) -> list[str]:
         """The Hub split expressions that make up ``split`` (``all``: test first, then the rest)."""
-        _check_split(split)
+        check_split(split)
         if split == "all":
             wanted = [s for s in ("test", "validation", "train") if s in self.spec.split_map]
             return list(dict.fromkeys(self.spec.split_map[s] for s in wanted))

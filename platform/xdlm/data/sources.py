@@ -1,7 +1,7 @@
 """Text sources: where documents come from, and how they are split into train/validation/test.
 
 A source turns a split name into a stream of documents (``str``). Three families are registered in
-``SOURCES`` (``@SOURCES.register(name)`` next to each):
+``SOURCES`` (``xdlm.data.registry``; ``@SOURCES.register(name)`` next to each):
 
 * the **embedded offline corpus**, the interpreter's own standard library, present on every machine
   with Python: ``stdlib`` (its ``.py`` sources outside ``Lib/test``: code), ``stdlib-test`` (the
@@ -28,18 +28,10 @@ import sysconfig
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from xdlm.registry import Registry
-
-if TYPE_CHECKING:
-    from xdlm.data.config import DataConfig
-
-#: Split names every source understands; ``"all"`` means every document regardless of split.
-SPLIT_NAMES = ("train", "validation", "test", "all")
-#: Sources configured by ``DataConfig`` fields rather than by their name alone.
-LOCAL_FILE_SOURCES = ("text", "jsonl", "parquet")
-GENERIC_SOURCES = LOCAL_FILE_SOURCES + ("hf",)
+from xdlm.data.config import EVAL_SPLITS, LOCAL_FILE_SOURCES, DataConfig
+from xdlm.data.registry import SOURCES
 
 
 class TextSource(ABC):
@@ -56,8 +48,8 @@ class TextSource(ABC):
         """JSON-able identity of the content (what must change the cache key when it changes)."""
 
 
-SourceFactory = Callable[["DataConfig"], TextSource]
-SOURCES: Registry[SourceFactory] = Registry("dataset")
+#: The signature of a ``SOURCES`` entry.
+SourceFactory = Callable[[DataConfig], TextSource]
 
 
 def make_source(name: str, cfg: DataConfig) -> TextSource:
@@ -68,7 +60,7 @@ def make_source(name: str, cfg: DataConfig) -> TextSource:
 def iter_documents(source: TextSource, split: str, max_bytes: int | None) -> Iterator[str]:
     """``source.documents(split)`` without blank documents, stopped once ``max_bytes`` of UTF-8 text
     were yielded (the document that crosses the cap is kept whole)."""
-    _check_split(split)
+    check_split(split)
     total = 0
     for text in source.documents(split):
         if not text or not text.strip():
@@ -105,9 +97,10 @@ def split_of(key: str, validation_fraction: float, test_fraction: float) -> str:
     return "train"
 
 
-def _check_split(split: str) -> None:
-    if split not in SPLIT_NAMES:
-        raise ValueError(f"unknown split {split!r}; available: {', '.join(SPLIT_NAMES)}")
+def check_split(split: str) -> None:
+    """``ValueError`` unless ``split`` is one every source understands (``EVAL_SPLITS``)."""
+    if split not in EVAL_SPLITS:
+        raise ValueError(f"unknown split {split!r}; available: {', '.join(EVAL_SPLITS)}")
 
 
 # ----- the embedded offline corpus: the Python standard library ---------------------------------
@@ -176,7 +169,7 @@ class StdlibSource(TextSource):
 
     def split_keys(self, split: str) -> list[str]:
         """Keys of ``split`` in hash order (``all``: every key)."""
-        _check_split(split)
+        check_split(split)
         keys = self.keys()
         if split != "all":
             keys = [
@@ -305,7 +298,7 @@ class LocalFileSource(TextSource):
         return load_dataset(self._BUILDERS[self.kind], **kwargs)
 
     def documents(self, split: str) -> Iterator[str]:
-        _check_split(split)
+        check_split(split)
         if self.split_files:
             if split == "all":
                 names = [s for s in ("test", "validation", "train") if s in self.split_files]
@@ -364,8 +357,3 @@ def _register_local(kind: str) -> None:
 
 for _kind in LOCAL_FILE_SOURCES:
     _register_local(_kind)
-
-
-# Hub sources live in their own module; importing it registers them. It comes last because it
-# imports the registry above.
-import xdlm.data.hub_sources  # noqa: E402,F401

@@ -5,7 +5,7 @@ that never occurs in data, BOS/EOS ids for packing, the vocabulary size *includi
 special tokens, and a stable fingerprint so caches built with one tokenizer are never read with
 another. ``TextTokenizer`` exposes exactly those.
 
-Registered in ``TOKENIZERS``:
+Registered in ``TOKENIZERS`` (``xdlm.data.registry``):
 
 * ``bpe``: a byte-level BPE trained here on the training split (``DataConfig.vocab_size``
   includes BOS, EOS and MASK), cached on disk under a key made of the source's fingerprint, the
@@ -28,15 +28,13 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from xdlm.registry import Registry
-
-if TYPE_CHECKING:
-    from xdlm.data.config import DataConfig
+from xdlm.data.cache import atomic_write_text, file_lock, stable_hash
+from xdlm.data.config import DataConfig
+from xdlm.data.registry import TOKENIZERS
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +109,11 @@ class TextTokenizer:
         )
 
 
-#: ``factory(cfg, training_texts, source_fingerprint) -> TextTokenizer``; ``training_texts`` is
-#: called only if the factory needs to train (it returns an iterable of training documents).
+#: A ``TOKENIZERS`` entry is ``factory(cfg, training_texts, source_fingerprint) -> TextTokenizer``;
+#: ``training_texts`` is called only if the factory needs to train (it returns an iterable of
+#: training documents).
 TrainingTexts = Callable[[], Iterable[str]]
-TokenizerFactory = Callable[["DataConfig", TrainingTexts, dict], TextTokenizer]
-TOKENIZERS: Registry[TokenizerFactory] = Registry("tokenizer")
+TokenizerFactory = Callable[[DataConfig, TrainingTexts, dict], TextTokenizer]
 
 
 def load_tokenizer(
@@ -149,8 +147,6 @@ def train_byte_level_bpe(texts: Iterable[str], vocab_size: int) -> HFTokenizer:
 
 def bpe_cache_path(cfg: DataConfig, source_fingerprint: dict) -> Path:
     """Where the ``bpe`` tokenizer for this (source, training bytes, vocab size) is cached."""
-    from xdlm.data.cache import stable_hash
-
     train_bytes = bpe_training_bytes(cfg)
     key = stable_hash(
         {
@@ -172,8 +168,6 @@ def bpe_training_bytes(cfg: DataConfig) -> int | None:
 
 @TOKENIZERS.register("bpe")
 def _bpe(cfg: DataConfig, training_texts: TrainingTexts, source_fingerprint: dict) -> TextTokenizer:
-    from xdlm.data.cache import atomic_write_text, file_lock
-
     path = bpe_cache_path(cfg, source_fingerprint)
 
     def wrap(backend: HFTokenizer, origin: str) -> TextTokenizer:

@@ -20,7 +20,8 @@ cancellation.  The S term carries a factor k and is dropped at k = 0 (k log k ->
 
 The logits enter only through three per-token statistics (``TokenStatistics``): log p_z, log p_x
 and sum_log1p = sum_e log(1 + N alpha p_e / (beta k)).  Backends (eager here, chunked and Triton
-in ``xdlm.kernels``) differ only in how they compute those; ``nelbo_from_statistics`` is shared.
+in the ``kernels`` sub-package) differ only in how they compute those; ``nelbo_from_statistics``
+is shared.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """``XDLM``: one object per process configuration (vocabulary, mask id, mixing ratio k).
 
 A thin, validating facade over the formula modules ``forward``, ``posterior`` and ``nelbo``:
-the math lives there, one function per formula.
+the math lives there, one function per formula.  The ``chunked`` / ``triton`` backends of the
+loss and the sampling step live one level down, in ``xdlm.diffusion.kernels`` (which imports
+only the formula modules, never this one).
 """
 
 from __future__ import annotations
@@ -10,8 +12,11 @@ import math
 
 import torch
 
-from xdlm.diffusion import checks
-from xdlm.diffusion import forward as fwd
+import xdlm.diffusion.checks as checks
+import xdlm.diffusion.forward as fwd
+from xdlm.diffusion.kernels.linear import linear_nelbo as fused_linear_nelbo
+from xdlm.diffusion.kernels.loss import nelbo as backend_nelbo
+from xdlm.diffusion.kernels.sample import sample_step as backend_sample_step
 from xdlm.diffusion.nelbo import nelbo_torch
 from xdlm.diffusion.posterior import posterior as posterior_closed_form
 
@@ -137,9 +142,7 @@ class XDLM:
             )
         if backend == "torch":
             raise ValueError("inplace_backward=True needs backend 'auto', 'chunked' or 'triton'")
-        from xdlm import kernels  # layer 1 (fast paths) on top of this math: imported on use
-
-        return kernels.nelbo(
+        return backend_nelbo(
             logits, x0, z_t, alpha_t, dalpha_t, self.vocab_size, self.mask_id, self.k,
             backend=backend, dtype=dtype, inplace_backward=inplace_backward,
             chunk_tokens=chunk_tokens,
@@ -178,9 +181,7 @@ class XDLM:
             self._check_clean(x0)
         alpha_t = self._alpha("alpha_t", alpha_t, x0, dtype, validate)
         dalpha_t = self._as_tensor("dalpha_t", dalpha_t, x0, dtype, validate)
-        from xdlm import kernels
-
-        return kernels.linear_nelbo(
+        return fused_linear_nelbo(
             hidden, weight, bias, x0, z_t, alpha_t, dalpha_t, self.vocab_size, self.mask_id,
             self.k, backend=backend, dtype=dtype, chunk_tokens=chunk_tokens,
             chunk_vocab=chunk_vocab,
@@ -221,9 +222,7 @@ class XDLM:
         alpha_t = self._alpha("alpha_t", alpha_t, z_t, torch.float64, validate)
         if validate and bool((alpha_s < alpha_t).any()):
             raise ValueError("alpha_s must be >= alpha_t: the posterior steps back in time (s < t)")
-        from xdlm import kernels
-
-        return kernels.sample_step(
+        return backend_sample_step(
             logits, z_t, alpha_s, alpha_t, self.vocab_size, self.mask_id, self.k,
             top_p=top_p, generator=generator, backend=backend, greedy=greedy,
             gumbel_float64=gumbel_float64, chunk_tokens=chunk_tokens,

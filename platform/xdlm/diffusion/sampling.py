@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from xdlm.diffusion.kernels.dispatch import BACKENDS
 from xdlm.diffusion.process import XDLM
 from xdlm.diffusion.schedules import Schedule
 from xdlm.registry import Registry
@@ -65,8 +66,6 @@ class AncestralSampler:
             raise ValueError(f"top_p must be in (0, 1] or None, got {top_p}")
         if not 0.0 < t_min < 1.0:
             raise ValueError(f"t_min must be in (0, 1), got {t_min}")
-        from xdlm.kernels.dispatch import BACKENDS
-
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         self.process = process

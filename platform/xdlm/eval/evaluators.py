@@ -16,17 +16,13 @@ from typing import Any
 
 import torch
 
+from xdlm.checkpoint import has_checkpoint, load_model_from_run
+
 #: scorer(tokens [B, L]) -> (log-likelihood sums [B], scored token counts [B])
 Scorer = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-def is_xdlm_run(path: Path) -> bool:
-    return (path / "state.pt").is_file() or any(path.glob("checkpoint_*/state.pt"))
-
-
 def causal_dit_scorer(run_dir: Path, vocab_size: int, device) -> Scorer:
-    from xdlm.train.restore import load_model_from_run
-
     model, _ = load_model_from_run(run_dir, device)
     if model.vocab_size != vocab_size:
         raise ValueError(f"eval.evaluator: vocabulary {model.vocab_size} != the tokenizer's {vocab_size}")
@@ -80,6 +76,6 @@ def load_evaluator(spec: str | None, tokenizer: Any, device) -> Scorer | None:
     if not spec:
         return None
     path = Path(spec).expanduser()
-    if path.is_dir() and is_xdlm_run(path):
+    if path.is_dir() and has_checkpoint(path):
         return causal_dit_scorer(path, tokenizer.vocab_size, device)
     return hf_scorer(spec, tokenizer, device)

@@ -36,8 +36,8 @@ def generate(
     return torch.cat(out)
 
 
-def unigram_entropy(tokens: torch.Tensor) -> float:
-    """Mean over samples of the entropy (nats) of each sample's token histogram.
+def mean_sample_entropy(tokens: torch.Tensor) -> float:
+    """Mean over samples [B, L] of the entropy (nats) of each sample's token histogram.
 
     Low values flag degenerate, repetitive text that a low generative perplexity can hide.
     """

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import torch
 
 from xdlm.diffusion import time_sampling
-from xdlm.train.objective import Objective
+from xdlm.objective import Objective
 
 
 @torch.no_grad()

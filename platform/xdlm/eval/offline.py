@@ -8,21 +8,22 @@ from pathlib import Path
 
 import torch
 
+from xdlm.checkpoint import load_model_from_run
 from xdlm.config import JobConfig
 from xdlm.data.build import build_datasets
-from xdlm.diffusion import XDLM, schedules
-from xdlm.eval.generation import generate, generative_perplexity, unigram_entropy
-from xdlm.eval.likelihood import nelbo_sums, perplexity
-from xdlm.train.objective import make_objective
-from xdlm.train.restore import load_model_from_run
+from xdlm.diffusion import sampling
+from xdlm.eval import metric_names
+from xdlm.eval.evaluators import load_evaluator
+from xdlm.eval.suite import generation_metrics, likelihood_metrics
+from xdlm.models import backbone_info
+from xdlm.objective import Process, build_process, make_objective
 
 
 @dataclass
 class LoadedRun:
     model: torch.nn.Module
     job: JobConfig
-    process: XDLM
-    schedule: schedules.Schedule
+    process: Process
 
 
 def resolve_run_dir(run: str, storage_path: str = "runs") -> Path:
@@ -36,10 +37,8 @@ def resolve_run_dir(run: str, storage_path: str = "runs") -> Path:
 def load_run(run: str, device: str = "cpu", storage_path: str = "runs") -> LoadedRun:
     model, job = load_model_from_run(resolve_run_dir(run, storage_path), device)
     model.eval()
-    vocab = model.vocab_size
     mask_id = build_datasets(job.data).tokenizer.mask_id
-    process = XDLM(vocab, mask_id, job.diffusion.k)
-    return LoadedRun(model, job, process, schedules.get(job.diffusion.schedule, **job.diffusion.schedule_params))
+    return LoadedRun(model, job, build_process(job, model.vocab_size, mask_id))
 
 
 def evaluate_run(
@@ -52,31 +51,27 @@ def evaluate_run(
     device: str = "cpu",
     storage_path: str = "runs",
 ) -> dict[str, float]:
-    """Zero-shot NELBO / PPL on ``eval_sets`` and generation quality at ``sample_steps``."""
+    """Validation and zero-shot NELBO / PPL, the unigram baseline, and generation quality at
+    ``sample_steps``, under the same metric names training logs."""
+    if max_batches is not None and max_batches < 1:
+        raise ValueError(f"--max-batches must be >= 1, got {max_batches}")
+    if num_samples is not None and num_samples < 1:
+        raise ValueError(f"--num-samples must be >= 1, got {num_samples}")
     loaded = load_run(run, device, storage_path)
     job = loaded.job
     if eval_sets is not None:
         job.data.eval_sets = list(eval_sets)
     data = build_datasets(job.data)
-    objective = make_objective(job.model.backbone, loaded.process, loaded.schedule, job.diffusion.loss_backend)
-    metrics: dict[str, float] = {}
-    for name in ["validation", *data.eval_sets]:
-        total, count = nelbo_sums(objective, loaded.model, data.eval_batches(job.train.micro_batch, name=name),
-                                  device, job.diffusion.t_min, max_batches=max_batches)
-        metrics[f"{name}/nelbo"] = total / max(count, 1)
-        metrics[f"{name}/ppl"] = perplexity(total / max(count, 1))
-    metrics["validation/unigram_ppl"] = float(data.unigram_baseline().perplexity)
-    if job.model.backbone == "causal_dit":
+    objective = make_objective(job, loaded.process)
+    metrics = likelihood_metrics(objective, loaded.model, data, [metric_names.VALIDATION, *data.eval_sets],
+                                 job.train.micro_batch, device, job.diffusion.t_min, max_batches)
+    metrics[metric_names.UNIGRAM_PPL] = float(data.unigram_baseline().perplexity)
+    if not backbone_info(job.model.backbone).generates:
         return metrics
-    from xdlm.eval.evaluators import load_evaluator
-
     scorer = load_evaluator(evaluator or job.eval.evaluator, data.tokenizer, device)
-    for steps in sample_steps or job.eval.sample_steps:
-        tokens = generate(loaded.model, loaded.process, loaded.schedule, num_samples or job.eval.num_samples,
-                          job.data.seq_len, steps, job.eval.sampler, job.eval.top_p, seed=steps, device=device)
-        metrics[f"gen/entropy_{steps}steps"] = unigram_entropy(tokens)
-        if scorer is not None:
-            metrics[f"gen/ppl_{steps}steps"] = generative_perplexity(scorer, tokens)
+    metrics.update(generation_metrics(
+        loaded.model, loaded.process, job.eval.sampler, job.eval.top_p, job.data.seq_len,
+        sample_steps or job.eval.sample_steps, num_samples or job.eval.num_samples, scorer, device))
     return metrics
 
 
@@ -91,12 +86,13 @@ def sample_run(
     storage_path: str = "runs",
 ) -> list[str]:
     """Decoded samples; ``prefix`` fixes the first tokens (never noised) and the rest is generated."""
-    from xdlm.diffusion import sampling
-
+    if num_samples < 1 or steps < 1:
+        raise ValueError(f"--num-samples and --steps must be >= 1, got {num_samples} and {steps}")
     loaded = load_run(run, device, storage_path)
     job = loaded.job
-    if job.model.backbone == "causal_dit":
-        raise ValueError("sample: this run is an autoregressive model; sample from a diffusion run")
+    if not backbone_info(job.model.backbone).generates:
+        raise ValueError(f"sample: run {run!r} is a {job.model.backbone} model, which does not generate "
+                         "through the diffusion sampler; sample from a diffusion run")
     tokenizer = build_datasets(job.data).tokenizer
     shape = (num_samples, job.data.seq_len)
     fixed_mask = fixed_tokens = None
@@ -106,7 +102,7 @@ def sample_run(
         fixed_tokens[:, : len(ids)] = torch.tensor(ids)
         fixed_mask = torch.zeros(shape, dtype=torch.bool)
         fixed_mask[:, : len(ids)] = True
-    sampler = sampling.get(job.eval.sampler, loaded.process, loaded.schedule, steps=steps, top_p=top_p)
+    sampler = sampling.get(job.eval.sampler, loaded.process.xdlm, loaded.process.schedule, steps=steps, top_p=top_p)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         tokens = sampler.sample(lambda z, t: loaded.model(z, t.float()), shape, generator=gen,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from xdlm.models.config import ModelConfig
-from xdlm.models.registry import BACKBONES, ensure_registered
+from xdlm.models.registry import BACKBONES
 
 
 def build_model(cfg: ModelConfig, vocab_size: int) -> nn.Module:
@@ -14,6 +14,5 @@ def build_model(cfg: ModelConfig, vocab_size: int) -> nn.Module:
     Raises ``ValueError`` for a bad config field (naming it) or an unknown backbone (listing the
     registered ones).
     """
-    ensure_registered()
     resolved = cfg.resolved()
     return BACKBONES.get(resolved.backbone)(resolved, vocab_size)

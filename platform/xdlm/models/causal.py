@@ -10,10 +10,10 @@ import torch.nn.functional as F
 
 from xdlm.models.config import ModelConfig
 from xdlm.models.dit import DiTBase
-from xdlm.models.registry import BACKBONES
+from xdlm.models.registry import AUTOREGRESSIVE, BACKBONES
 
 
-@BACKBONES.register("causal_dit")
+@BACKBONES.register("causal_dit", objective=AUTOREGRESSIVE)
 class CausalDiT(DiTBase):
     """Autoregressive DiT: position ``i`` attends to ``<= i`` and predicts token ``i + 1``.
 

@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from xdlm.models.registry import BACKBONES, DIFFUSION, backbone_info
+
 
 class SizeSpec(NamedTuple):
     """Depth, width and head count of one named size."""
@@ -21,7 +23,7 @@ class SizeSpec(NamedTuple):
     n_heads: int
 
 
-# The reference setups of the paper's code (docs/xdlm-math.md, "Reference setups").
+# The reference setups of the paper's code (the paper is cited in docs/math.md).
 SIZES: dict[str, SizeSpec] = {
     "tiny": SizeSpec(n_layers=8, hidden=256, n_heads=8),
     "small": SizeSpec(n_layers=12, hidden=768, n_heads=12),
@@ -62,10 +64,8 @@ class ModelConfig:
 
         Returns ``self`` so it chains (``cfg.validate().resolved()``).
         """
-        # Imported here: the registry is filled by the backbone modules, which import this one.
-        from xdlm.models.registry import BACKBONES, ensure_registered
-
-        ensure_registered()
+        # The backbone modules fill BACKBONES when ``xdlm.models`` is imported, which Python does
+        # before running this module, so every registered name is known here.
         if self.backbone not in BACKBONES:
             raise ValueError(
                 f"backbone: unknown {self.backbone!r}; allowed: {', '.join(BACKBONES.available())}"
@@ -109,9 +109,11 @@ class ModelConfig:
             raise ValueError(
                 f"time_conditioning: must be True or False, got {self.time_conditioning!r}"
             )
-        if self.time_conditioning and self.backbone == "causal_dit":
+        objective = backbone_info(self.backbone).objective
+        if self.time_conditioning and objective != DIFFUSION:
             raise ValueError(
-                "time_conditioning: must be False for backbone 'causal_dit' (it has no time input)"
+                f"time_conditioning: must be False for backbone {self.backbone!r} "
+                f"(its objective, {objective}, has no diffusion time)"
             )
         if not _is_int(self.max_seq_len) or self.max_seq_len <= 0:
             raise ValueError(f"max_seq_len: must be a positive int, got {self.max_seq_len!r}")

@@ -14,7 +14,7 @@ from torch import nn
 
 from xdlm.models.config import ModelConfig
 from xdlm.models.layers import DiTBlock, FinalLayer, TimestepEmbedding
-from xdlm.models.registry import BACKBONES
+from xdlm.models.registry import BACKBONES, DIFFUSION
 from xdlm.models.rotary import RotaryEmbedding
 
 
@@ -117,7 +117,7 @@ class DiTBase(nn.Module):
         return self.final(x, c)
 
 
-@BACKBONES.register("dit")
+@BACKBONES.register("dit", objective=DIFFUSION)
 class DiT(DiTBase):
     """Bidirectional DiT denoiser: every position attends to every position."""
 

@@ -1,4 +1,9 @@
-"""The backbone registry: ``@BACKBONES.register("name")`` next to each backbone class.
+"""The backbone registry and what each backbone declares about itself.
+
+Each backbone module registers its class next to its definition, with its objective:
+``@BACKBONES.register("dit", objective="diffusion")``. This module imports none of them; importing
+``xdlm.models`` (which any ``xdlm.models.*`` import does first) imports them all, so the registry is
+full before anything can look a name up.
 
 A registered entry is a class (or factory) called as ``entry(cfg: ModelConfig, vocab_size: int)``
 with a config whose dimensions are already resolved (see ``ModelConfig.resolved``).
@@ -7,21 +12,47 @@ with a config whose dimensions are already resolved (see ``ModelConfig.resolved`
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
-
-from torch import nn
+from dataclasses import dataclass
+from typing import Any
 
 from xdlm.registry import Registry
 
-if TYPE_CHECKING:
-    from xdlm.models.config import ModelConfig
-
-BackboneFactory = Callable[["ModelConfig", int], nn.Module]
-
-BACKBONES: Registry[BackboneFactory] = Registry("backbone")
+DIFFUSION = "diffusion"
+AUTOREGRESSIVE = "autoregressive"
+OBJECTIVES = (DIFFUSION, AUTOREGRESSIVE)
 
 
-def ensure_registered() -> None:
-    """Import the built-in backbone modules so their ``register`` lines have run."""
-    import xdlm.models.causal  # noqa: F401
-    import xdlm.models.dit  # noqa: F401
+@dataclass(frozen=True)
+class BackboneInfo:
+    """What a backbone is trained for, declared at its registration line.
+
+    Attributes:
+        objective: ``"diffusion"`` (a denoiser trained on the NELBO) or ``"autoregressive"``
+            (next-token prediction).
+    """
+
+    objective: str
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(
+                f"objective: unknown {self.objective!r}; allowed: {', '.join(OBJECTIVES)}"
+            )
+
+    @property
+    def generates(self) -> bool:
+        """True when the diffusion sampler can draw samples from this backbone (so generative
+        evaluations such as sample perplexity apply)."""
+        return self.objective == DIFFUSION
+
+
+# Typed loosely: naming ModelConfig here would make this module import the config, which imports
+# this registry to check backbone names.
+BackboneFactory = Callable[..., Any]
+
+BACKBONES: Registry[BackboneFactory] = Registry("backbone", info=BackboneInfo)
+
+
+def backbone_info(name: str) -> BackboneInfo:
+    """The declaration of backbone ``name``; ``ValueError`` listing the backbones if unknown."""
+    return BACKBONES.info(name)

@@ -56,7 +56,9 @@ class DDPEngine:
         return float(grad_norm)
 
     def lr(self) -> float:
-        return self.scheduler.get_last_lr()[0]
+        """The learning rate the last step used (read from the optimizer: PBT's
+        ``adopt_hyperparameters`` changes it there without going through the scheduler)."""
+        return float(self.optimizer.param_groups[0]["lr"])
 
     def state_dict(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
@@ -81,7 +83,6 @@ class DDPEngine:
         for group in self.optimizer.param_groups:
             group.update(initial_lr=cfg.lr, lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
         self.scheduler.base_lrs = [cfg.lr] * len(self.optimizer.param_groups)
-        self.scheduler._last_lr = [lr] * len(self.optimizer.param_groups)  # what get_last_lr() reports
 
 
 class DeepSpeedEngine(DDPEngine):

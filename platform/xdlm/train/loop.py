@@ -6,8 +6,9 @@ One optimizer step:
   3. clip, AdamW step, LR schedule, EMA;
   4. now and then: log (rank 0 -> MLflow), validate, checkpoint (all ranks report to Ray together).
 
-Every random draw of a step is seeded from (seed, step, rank, accumulation step), so a resumed
-run replays exactly what an uninterrupted one would have done.
+Every random draw of a step is seeded from (train.seed, step, rank, accumulation step) and the
+data order from data.seed and the iterator's saved position, so a resumed run replays exactly
+what an uninterrupted one would have done; that is why checkpoints hold no RNG states.
 """
 
 from __future__ import annotations
@@ -16,38 +17,29 @@ import contextlib
 import os
 import tempfile
 import time
-from dataclasses import dataclass
 
 import ray.train
 import ray.train.torch
 import torch
 import torch.distributed as dist
 
+from xdlm.checkpoint import read_checkpoint, write_checkpoint
 from xdlm.config import JobConfig, from_dict, to_yaml
 from xdlm.data.build import build_datasets
-from xdlm.diffusion import XDLM, schedules, time_sampling
+from xdlm.diffusion import time_sampling
+from xdlm.eval import metric_names
 from xdlm.eval.likelihood import nelbo_sums, perplexity
 from xdlm.models import build_model, count_parameters, flops_per_token
-from xdlm.train import checkpoint as ckpt
+from xdlm.objective import build_process, make_objective
 from xdlm.train.engine import build_engine
-from xdlm.train.objective import make_objective
 from xdlm.train.optim import EMA
 from xdlm.train.progress import Progress
 from xdlm.train.reporting import WorkerTracker
-
-
-@dataclass
-class Counters:
-    step: int = 0
-    tokens: int = 0
+from xdlm.train.state import Counters, WorkerState
 
 
 def step_seed(seed: int, step: int, rank: int = 0, micro: int = 0) -> int:
     return (seed * 1_000_003 + step) * 4096 + rank * 64 + micro
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") else model
 
 
 def mean_over_workers(value: float, count: float = 1.0) -> float:
@@ -75,54 +67,18 @@ def autocast_context(job: JobConfig, device: torch.device):
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
-    job = from_dict(loop_config["job"])
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device()
-    torch.manual_seed(job.train.seed)
-
-    # -- data, process, model ------------------------------------------------------------
-    barrier = dist.barrier if dist.is_initialized() else None
-    data = build_datasets(job.data, rank=rank, barrier=barrier)
-    tok = data.tokenizer
-    process = XDLM(tok.vocab_size, tok.mask_id, job.diffusion.k)
-    schedule = schedules.get(job.diffusion.schedule, **job.diffusion.schedule_params)
-    objective = make_objective(job.model.backbone, process, schedule, job.diffusion.loss_backend)
-    model = build_model(job.model, tok.vocab_size).to(device)
-    ema = EMA(model, job.optim.ema)
-    batches = data.train_batches(job.train.micro_batch, rank=rank, world_size=world, seed=job.train.seed)
-    counters = Counters()
-
-    # -- resume: Ray hands back this run's latest checkpoint after a restart; a new run may
-    #    start from another run's checkpoint instead (PBT's exploit step) ---------------------
-    restored = ray.train.get_checkpoint()
-    adopted = restored is None and bool(loop_config.get("init_checkpoint"))
-    if adopted:
-        restored = ray.train.Checkpoint(loop_config["init_checkpoint"])
-    with restored.as_directory() if restored is not None else contextlib.nullcontext() as directory:
-        state = ckpt.read_checkpoint(directory) if directory is not None else None
-        if state is not None:
-            model.load_state_dict(state["model"])
-            ema.load_state_dict(state["ema"])
-            batches.load_state_dict(state["data"][rank] if world == len(state["data"]) else state["data"][0])
-            counters = Counters(**state["counters"])
-        engine = build_engine(model, job, world)  # DDP or DeepSpeed: optimizer, schedule, clipping
-        if state is not None:
-            engine.load_state_dict(state, directory)
-        if adopted:  # the weights, moments, step and data position carry over; the hyperparameters are ours
-            engine.adopt_hyperparameters(job.optim, job.train.steps)
-            ema.adopt_decay(job.optim.ema, model)
-
+    state = setup_worker(loop_config)
+    job, counters, engine = state.job, state.counters, state.engine
     accum = job.accum_steps
     tokens_per_step = job.train.global_batch * job.data.seq_len
     flops_per_step = flops_per_token(job.model, job.data.seq_len) * tokens_per_step
-    tracker = WorkerTracker.for_rank(rank, loop_config, job, count_parameters(model), data.summary())
-    progress = Progress(job.train.steps, start_step=counters.step, enabled=rank == 0)
+    tracker = WorkerTracker.for_rank(state.rank, loop_config, count_parameters(state.model), state.data.summary())
+    progress = Progress(job.train.steps, start_step=counters.step, enabled=state.rank == 0)
     started = time.monotonic()
 
     while counters.step < job.train.steps:
         step = counters.step
-        maybe_inject_fault(loop_config.get("fault"), step, rank, world)
+        maybe_inject_fault(loop_config.get("fault"), step, state.rank, state.world)
         # 1. antithetic times over the global batch; this worker's strided slice per micro-step
         t_global = time_sampling.antithetic_times(
             job.train.global_batch, job.diffusion.t_min,
@@ -133,18 +89,18 @@ def train_loop_per_worker(loop_config: dict) -> None:
         step_loss = 0.0
         # 2. accumulate gradients; DDP all-reduces only on the last micro-step
         for micro in range(accum):
-            x0 = next(batches).to(device)
-            t = time_sampling.shard_times(t_global, rank, world, micro, accum)
-            seed = step_seed(job.train.seed, step, rank, micro)
+            x0 = next(state.batches).to(state.device)
+            t = time_sampling.shard_times(t_global, state.rank, state.world, micro, accum)
+            seed = step_seed(job.train.seed, step, state.rank, micro)
             torch.manual_seed(seed)  # dropout
-            noise = torch.Generator(device=device).manual_seed(seed)
-            with engine.sync_context(micro == accum - 1), autocast_context(job, device):
-                loss = objective(engine.forward_model, x0, t, noise)
+            noise = torch.Generator(device=state.device).manual_seed(seed)
+            with engine.sync_context(micro == accum - 1), autocast_context(job, state.device):
+                loss = state.objective(engine.forward_model, x0, t, noise)
             engine.backward(loss)
             step_loss += loss.detach().item() / accum
         # 3. update: clip, AdamW, LR schedule, EMA
         grad_norm = engine.step()
-        ema.update(model)
+        state.ema.update(state.model)
         counters.step += 1
         counters.tokens += tokens_per_step
 
@@ -156,29 +112,70 @@ def train_loop_per_worker(loop_config: dict) -> None:
         if counters.step % job.train.log_every == 0 or last:
             train_loss = mean_over_workers(step_loss)
             tracker.log_metrics({
-                "train/loss": train_loss,
-                "lr": engine.lr(),
-                "grad_norm": grad_norm,
+                metric_names.TRAIN_LOSS: train_loss,
+                metric_names.TRAIN_LR: engine.lr(),
+                metric_names.TRAIN_GRAD_NORM: grad_norm,
                 "tokens": counters.tokens,
                 "flops": flops_per_step * counters.step,
-                "throughput/tokens_per_s": progress.tokens_per_s(counters.step, tokens_per_step),
+                metric_names.TRAIN_TOKENS_PER_S: progress.tokens_per_s(counters.step, tokens_per_step),
             }, counters.step)
             progress.update(counters.step, train_loss, tokens_per_step)
         metrics: dict[str, float] = {"step": counters.step, "tokens": counters.tokens}
         evaluate_now = counters.step % job.train.eval_every == 0 or last or out_of_time
         checkpoint_now = counters.step % job.train.checkpoint_every == 0 or last or out_of_time
         if evaluate_now:
-            metrics.update(validate(model, ema, objective, data, job, rank, world, device))
+            metrics.update(validate(state))
             tracker.log_metrics(metrics, counters.step)
-            tracker.log_samples(model, ema, process, schedule, tok, job, counters.step, device)
-            progress.note(f"val/nelbo {metrics['val/nelbo']:.3f}  val/ppl {metrics['val/ppl']:.1f}")
+            tracker.log_samples(state)
+            progress.note(f"{metric_names.nelbo()} {metrics[metric_names.nelbo()]:.3f}  "
+                          f"{metric_names.ppl()} {metrics[metric_names.ppl()]:.1f}")
         if evaluate_now or checkpoint_now:
-            report(metrics, counters, model, ema, engine, batches, job, rank, world, checkpoint_now)
+            report(state, metrics, with_checkpoint=checkpoint_now)
         if out_of_time:
             progress.note(f"train.max_time_s reached at step {counters.step}: stopping with a checkpoint")
             break
 
-    tracker.finish(model, ema, objective, process, schedule, data, job, device)
+    tracker.finish(state)
+
+
+def setup_worker(loop_config: dict) -> WorkerState:
+    """Data, process, objective, model, EMA and engine of this worker, restored from the run's
+    latest checkpoint after a restart, or from another run's (``init_checkpoint``: PBT's exploit
+    step, which keeps the weights, moments, step and data position but takes this job's
+    hyperparameters)."""
+    job = from_dict(loop_config["job"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.manual_seed(job.train.seed)
+
+    barrier = dist.barrier if dist.is_initialized() else None
+    data = build_datasets(job.data, rank=rank, barrier=barrier)
+    process = build_process(job, data.tokenizer.vocab_size, data.tokenizer.mask_id)
+    model = build_model(job.model, data.tokenizer.vocab_size).to(device)
+    ema = EMA(model, job.optim.ema)
+    batches = data.train_batches(job.train.micro_batch, rank=rank, world_size=world)  # data.seed orders them
+    counters = Counters()
+
+    restored = ray.train.get_checkpoint()
+    adopted = restored is None and bool(loop_config.get("init_checkpoint"))
+    if adopted:
+        restored = ray.train.Checkpoint(loop_config["init_checkpoint"])
+    with restored.as_directory() if restored is not None else contextlib.nullcontext() as directory:
+        saved = read_checkpoint(directory) if directory is not None else None
+        if saved is not None:
+            model.load_state_dict(saved["model"])
+            ema.load_state_dict(saved["ema"])
+            batches.load_state_dict(saved["data"][rank] if world == len(saved["data"]) else saved["data"][0])
+            counters = Counters(**saved["counters"])
+        engine = build_engine(model, job, world)  # DDP or DeepSpeed: optimizer, schedule, clipping
+        if saved is not None:
+            engine.load_state_dict(saved, directory)
+        if adopted:
+            engine.adopt_hyperparameters(job.optim, job.train.steps)
+            ema.adopt_decay(job.optim.ema, model)
+    return WorkerState(job, rank, world, device, data, process, make_objective(job, process), model, ema,
+                       engine, batches, counters)
 
 
 def maybe_inject_fault(fault: dict | None, step: int, rank: int, world: int) -> None:
@@ -192,40 +189,39 @@ def maybe_inject_fault(fault: dict | None, step: int, rank: int, world: int) -> 
     os._exit(1)
 
 
-def validate(model, ema, objective, data, job: JobConfig, rank, world, device) -> dict[str, float]:
+def validate(state: WorkerState) -> dict[str, float]:
     """Validation NELBO / PPL with the EMA weights, averaged over all workers' shards."""
+    job, model = state.job, state.model
     model.eval()
-    with ema.applied(model):
-        batches = data.eval_batches(job.train.micro_batch, rank=rank, world_size=world)
-        total, count = nelbo_sums(objective, model, batches, device, job.diffusion.t_min,
+    with state.ema.applied(model):
+        batches = state.data.eval_batches(job.train.micro_batch, rank=state.rank, world_size=state.world)
+        total, count = nelbo_sums(state.objective, model, batches, state.device, job.diffusion.t_min,
                                   max_batches=job.train.eval_batches)
     nelbo = mean_over_workers(total / max(count, 1), count)
-    return {"val/nelbo": nelbo, "val/ppl": perplexity(nelbo)}
+    return {metric_names.nelbo(): nelbo, metric_names.ppl(): perplexity(nelbo)}
 
 
-def report(metrics, counters, model, ema, engine, batches, job, rank, world, with_checkpoint):
+def report(state: WorkerState, metrics: dict[str, float], with_checkpoint: bool) -> None:
     """Every rank reports (it is a barrier). Rank 0 writes ``state.pt``; with a sharded
     optimizer (ZeRO) every rank also writes its shard, and Ray merges them into one checkpoint."""
-    data_states = [None] * world
+    data_states = [None] * state.world
     if dist.is_initialized():
-        dist.all_gather_object(data_states, batches.state_dict())
+        dist.all_gather_object(data_states, state.batches.state_dict())
     else:
-        data_states = [batches.state_dict()]
-    writes = with_checkpoint and (rank == 0 or engine.shards_optimizer)
-    if not writes:
+        data_states = [state.batches.state_dict()]
+    engine = state.engine
+    if not (with_checkpoint and (state.rank == 0 or engine.shards_optimizer)):
         ray.train.report(metrics)
         return
     with tempfile.TemporaryDirectory(prefix="xdlm-ckpt-") as directory:
         if engine.shards_optimizer:
             engine.save_shards(directory)
-        if rank == 0:
-            state = {
-                "model": model.state_dict(),
-                "ema": ema.state_dict(),
+        if state.rank == 0:
+            write_checkpoint(directory, {
+                "model": state.model.state_dict(),
+                "ema": state.ema.state_dict(),
                 **engine.state_dict(),
                 "data": data_states,
-                "counters": vars(counters).copy(),
-                "rng": ckpt.rng_states(),
-            }
-            ckpt.write_checkpoint(directory, state, to_yaml(job))
+                "counters": vars(state.counters).copy(),
+            }, to_yaml(state.job))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))

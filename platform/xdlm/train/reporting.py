@@ -7,25 +7,25 @@ dead tracking server never stalls or kills training.
 
 from __future__ import annotations
 
-from xdlm.config import JobConfig
+from xdlm.eval import metric_names
 from xdlm.eval.evaluators import load_evaluator
-from xdlm.eval.generation import generate, generative_perplexity, unigram_entropy
-from xdlm.eval.likelihood import nelbo_sums, perplexity
+from xdlm.eval.generation import generate
+from xdlm.eval.suite import generation_metrics, likelihood_metrics
+from xdlm.models import backbone_info
+from xdlm.tracking.logger import RunLogger
+from xdlm.train.state import WorkerState
 
 
 class WorkerTracker:
-    def __init__(self, logger=None) -> None:
+    def __init__(self, logger: RunLogger | None = None) -> None:
         self.logger = logger
 
     @classmethod
-    def for_rank(cls, rank: int, loop_config: dict, job: JobConfig, params: dict, data_summary: dict) -> WorkerTracker:
+    def for_rank(cls, rank: int, loop_config: dict, params: dict, data_summary: dict) -> WorkerTracker:
         run_id, uri = loop_config.get("run_id"), loop_config.get("tracking_uri")
         if rank != 0 or not run_id or not uri:
             return cls(None)
-        from xdlm.tracking.logger import RunLogger
-
-        spill_dir = loop_config.get("spill_dir")
-        logger = RunLogger(uri, run_id, spill_dir=spill_dir, install_handlers=False)
+        logger = RunLogger(uri, run_id, spill_dir=loop_config.get("spill_dir"), install_handlers=False)
         logger.log_metrics({"params/total": params["total"], "params/non_embedding": params["non_embedding"]}, 0)
         logger.log_dict(data_summary, "data_summary.json")
         return cls(logger)
@@ -34,51 +34,47 @@ class WorkerTracker:
         if self.logger is not None:
             self.logger.log_metrics(metrics, step)
 
-    def log_samples(self, model, ema, process, schedule, tokenizer, job: JobConfig, step: int, device) -> None:
+    def log_samples(self, state: WorkerState) -> None:
         """A few samples as a text artifact, drawn with the EMA weights at the fewest eval steps."""
-        if self.logger is None or job.tracking.log_samples <= 0 or job.model.backbone == "causal_dit":
+        job, step = state.job, state.counters.step
+        if self.logger is None or job.tracking.log_samples <= 0 or not backbone_info(job.model.backbone).generates:
             return
         steps = min(job.eval.sample_steps)
-        model.eval()
-        with ema.applied(model):
-            tokens = generate(model, process, schedule, job.tracking.log_samples, job.data.seq_len, steps,
-                              job.eval.sampler, job.eval.top_p, seed=step, device=device)
-        texts = [tokenizer.decode(row.tolist()) for row in tokens]
-        body = f"# step {step}, {steps} sampler steps, k = {process.k}\n\n" + "\n\n-----\n\n".join(texts)
+        state.model.eval()
+        with state.ema.applied(state.model):
+            tokens = generate(state.model, state.process.xdlm, state.process.schedule, job.tracking.log_samples,
+                              job.data.seq_len, steps, job.eval.sampler, job.eval.top_p, seed=step,
+                              device=state.device)
+        texts = [state.data.tokenizer.decode(row.tolist()) for row in tokens]
+        body = f"# step {step}, {steps} sampler steps, k = {job.diffusion.k}\n\n" + "\n\n-----\n\n".join(texts)
         self.logger.log_text(body, f"samples/step_{step:08d}.txt")
 
-    def finish(self, model, ema, objective, process, schedule, data, job: JobConfig, device) -> dict[str, float]:
+    def finish(self, state: WorkerState) -> dict[str, float]:
         """End-of-training evaluation (rank 0): zero-shot NELBO on the eval sets and generation
         quality at each ``eval.sample_steps``; then deliver everything."""
         if self.logger is None:
             return {}
-        metrics = final_evaluation(model, ema, objective, process, schedule, data, job, device)
-        self.logger.log_metrics(metrics, job.train.steps)
+        metrics = final_evaluation(state)
+        self.logger.log_metrics(metrics, state.job.train.steps)
         self.logger.log_dict(metrics, "final_metrics.json")
         self.logger.close(status=None)  # the driver ends the run
         return metrics
 
 
-def final_evaluation(model, ema, objective, process, schedule, data, job: JobConfig, device) -> dict[str, float]:
-    metrics: dict[str, float] = {}
-    baseline = data.unigram_baseline()
-    metrics["val/unigram_ppl"] = float(baseline.perplexity)
+def final_evaluation(state: WorkerState) -> dict[str, float]:
+    """The suite of ``xdlm eval`` (without the validation split, which every evaluation during
+    training already logged), with the EMA weights."""
+    job, data, model = state.job, state.data, state.model
+    metrics = {metric_names.UNIGRAM_PPL: float(data.unigram_baseline().perplexity)}
     model.eval()
-    with ema.applied(model):
+    with state.ema.applied(model):
         if job.eval.zero_shot:
-            for name in data.eval_sets:
-                batches = data.eval_batches(job.train.micro_batch, name=name)
-                total, count = nelbo_sums(objective, model, batches, device, job.diffusion.t_min,
-                                          max_batches=job.train.eval_batches)
-                metrics[f"zeroshot/{name}/nelbo"] = total / max(count, 1)
-                metrics[f"zeroshot/{name}/ppl"] = perplexity(total / max(count, 1))
-        if job.model.backbone == "causal_dit":
-            return metrics
-        evaluator = load_evaluator(job.eval.evaluator, data.tokenizer, device)
-        for steps in job.eval.sample_steps:
-            tokens = generate(model, process, schedule, job.eval.num_samples, job.data.seq_len, steps,
-                              job.eval.sampler, job.eval.top_p, seed=steps, device=device)
-            metrics[f"gen/entropy_{steps}steps"] = unigram_entropy(tokens)
-            if evaluator is not None:
-                metrics[f"gen/ppl_{steps}steps"] = generative_perplexity(evaluator, tokens.to(device))
+            metrics.update(likelihood_metrics(state.objective, model, data, list(data.eval_sets),
+                                              job.train.micro_batch, state.device, job.diffusion.t_min,
+                                              job.train.eval_batches))
+        if backbone_info(job.model.backbone).generates:
+            scorer = load_evaluator(job.eval.evaluator, data.tokenizer, state.device)
+            metrics.update(generation_metrics(model, state.process, job.eval.sampler, job.eval.top_p,
+                                              job.data.seq_len, list(job.eval.sample_steps),
+                                              job.eval.num_samples, scorer, state.device))
     return metrics

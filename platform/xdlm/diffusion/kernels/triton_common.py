@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from xdlm.kernels.dispatch import interpreter_requested
+from xdlm.diffusion.kernels.dispatch import interpreter_requested
 
 #: Whether @triton.jit produced interpreter objects when this module was imported (see
 #: ``dispatch.check_triton``: kernels compiled for the GPU cannot run on CPU tensors).

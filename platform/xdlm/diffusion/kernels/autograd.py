@@ -1,8 +1,8 @@
 """``StatisticsFunction``: the NELBO statistics of a [T, V] logits tensor as one autograd node.
 
 Forward saves only per-row vectors (lse, sum_sigmoid: 2 x T floats) besides the logits it reads;
-backward writes d loss / d logits once (formula in ``xdlm.kernels.stats``), optionally into the
-logits buffer itself.  Both passes dispatch to a backend module with the signature of
+backward writes d loss / d logits once (formula in ``stats``), optionally into the logits buffer
+itself.  Both passes dispatch to a backend module with the signature of
 ``chunked.forward`` / ``chunked.backward`` (``triton_nelbo`` has the same).
 """
 
@@ -13,16 +13,16 @@ from types import ModuleType
 
 import torch
 
+from xdlm.diffusion.kernels.stats import RowStats
 from xdlm.diffusion.nelbo import TokenStatistics
-from xdlm.kernels.stats import RowStats
 
 
 def backend_module(name: str) -> ModuleType:
     """'chunked' or 'triton' -> the module holding its ``forward`` / ``backward`` (Triton lazily)."""
     if name == "chunked":
-        return importlib.import_module("xdlm.kernels.chunked")
+        return importlib.import_module("xdlm.diffusion.kernels.chunked")
     if name == "triton":
-        return importlib.import_module("xdlm.kernels.triton_nelbo")
+        return importlib.import_module("xdlm.diffusion.kernels.triton_nelbo")
     raise ValueError(f"no statistics kernels for backend {name!r}")
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import torch
 
+import xdlm.diffusion.kernels.dispatch as dispatch
+from xdlm.diffusion.kernels.autograd import statistics
 from xdlm.diffusion.nelbo import log_ratio, nelbo_from_statistics, nelbo_torch
-from xdlm.kernels import dispatch
-from xdlm.kernels.autograd import statistics
 
 
 def nelbo(

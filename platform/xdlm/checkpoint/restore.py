@@ -1,4 +1,5 @@
-"""Find and load the latest checkpoint of a run directory (for eval, sampling and evaluators)."""
+"""Find and load the latest checkpoint of a run directory (for resuming, eval, sampling and
+evaluators)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,15 @@ from pathlib import Path
 
 import torch
 
+from xdlm.checkpoint.files import JOB_FILE, STATE_FILE, read_checkpoint
 from xdlm.config import JobConfig, load_job
 from xdlm.models import build_model
-from xdlm.train.checkpoint import CONFIG_FILE, STATE_FILE, read_checkpoint
+
+
+def has_checkpoint(path: str | Path) -> bool:
+    """True when ``path`` is a checkpoint directory or a run directory holding one."""
+    path = Path(path)
+    return (path / STATE_FILE).is_file() or any(path.glob(f"checkpoint_*/{STATE_FILE}"))
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path:
@@ -25,7 +32,7 @@ def latest_checkpoint(run_dir: str | Path) -> Path:
 def load_model_from_run(run_dir: str | Path, device="cpu", use_ema: bool = True) -> tuple[torch.nn.Module, JobConfig]:
     """Rebuild the model of a run from its latest checkpoint (EMA weights by default)."""
     directory = latest_checkpoint(run_dir)
-    job = load_job(directory / CONFIG_FILE)
+    job = load_job(directory / JOB_FILE)
     state = read_checkpoint(directory)
     vocab_size = state["model"]["output_head.weight"].shape[0]
     model = build_model(job.model, vocab_size)

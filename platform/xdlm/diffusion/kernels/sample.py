@@ -25,10 +25,10 @@ from typing import NamedTuple
 
 import torch
 
+import xdlm.diffusion.kernels.dispatch as dispatch
 from xdlm.diffusion.categorical import gumbel_max, top_p_filter
+from xdlm.diffusion.kernels.chunked_sample import RowDraw, float_key
 from xdlm.diffusion.posterior import jump_probability, posterior
-from xdlm.kernels import dispatch
-from xdlm.kernels.chunked_sample import RowDraw, float_key
 
 
 class SampleStep(NamedTuple):
@@ -64,7 +64,8 @@ def sample_step(
     rows = dispatch.as_rows(logits)
     z = dispatch.as_ids(z_t)
     chunk = dispatch.chunk_rows(rows.shape[0], vocab_size, chunk_tokens, rows.device)
-    module = "xdlm.kernels.chunked_sample" if name == "chunked" else "xdlm.kernels.triton_sample"
+    # imported by name, on use: the triton twin imports Triton, which importing xdlm must not
+    module = f"xdlm.diffusion.kernels.{'chunked_sample' if name == 'chunked' else 'triton_sample'}"
     rd = importlib.import_module(module).row_draw(
         rows, mask_id, top_p, greedy, generator, chunk, gumbel_float64
     )

@@ -20,8 +20,8 @@ import torch
 import triton
 import triton.language as tl
 
-from xdlm.kernels.chunked_sample import NO_CUT, RowDraw
-from xdlm.kernels.triton_common import INTERPRETED, float_key, grid, launch_config, log1p
+from xdlm.diffusion.kernels.chunked_sample import NO_CUT, RowDraw
+from xdlm.diffusion.kernels.triton_common import INTERPRETED, float_key, grid, launch_config, log1p
 
 __all__ = ["INTERPRETED", "row_draw"]
 

@@ -49,7 +49,7 @@ def _kernels_compiled_without_interpreter() -> bool:
     random = sys.modules.get("triton.language.random")
     if random is not None and type(random.randint).__name__ != "InterpretedFunction":
         return True
-    module = sys.modules.get("xdlm.kernels.triton_common")
+    module = sys.modules.get("xdlm.diffusion.kernels.triton_common")
     return module is not None and not module.INTERPRETED
 
 

@@ -1,4 +1,4 @@
-"""Triton kernels for the NELBO statistics (definitions and gradient in ``xdlm.kernels.stats``).
+"""Triton kernels for the NELBO statistics (definitions and gradient in ``stats``).
 
 Each program owns BLOCK_T rows of the [T, V] logits and walks their columns in BLOCK_V tiles.
 
@@ -25,8 +25,8 @@ import torch
 import triton
 import triton.language as tl
 
-from xdlm.kernels.stats import RowStats
-from xdlm.kernels.triton_common import INTERPRETED, grid, launch_config, softplus_sigmoid
+from xdlm.diffusion.kernels.stats import RowStats
+from xdlm.diffusion.kernels.triton_common import INTERPRETED, grid, launch_config, softplus_sigmoid
 
 __all__ = ["INTERPRETED", "forward", "backward"]
 

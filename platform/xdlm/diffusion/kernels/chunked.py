@@ -19,8 +19,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from xdlm.diffusion.kernels.stats import RowStats
 from xdlm.diffusion.nelbo import clean_log_partition
-from xdlm.kernels.stats import RowStats
 
 
 def _slices(rows: torch.Tensor, mask_id: int) -> list[torch.Tensor]:
@@ -86,9 +86,9 @@ def backward(
     """Write d loss / d logits [T, W] into ``out`` (same shape; may alias ``logits``).
 
     g_z, g_x, g_s: [T] upstream gradients of logp_z, logp_x, sum_log1p (g_s None when k = 0).
-    Formula in ``xdlm.kernels.stats``.  ``logits`` may be a block of W columns starting at id
-    ``col_offset`` (the fused LM head's vocabulary blocks): the gradient of any block needs only
-    the saved per-row lse and sum_sigmoid.  Returns ``out``.
+    Formula in ``stats``.  ``logits`` may be a block of W columns starting at id ``col_offset``
+    (the fused LM head's vocabulary blocks): the gradient of any block needs only the saved
+    per-row lse and sum_sigmoid.  Returns ``out``.
     """
     T, W = logits.shape
     g_z = torch.where(z == mask_id, torch.zeros_like(g_z), g_z).to(dtype)  # logp_z is constant there

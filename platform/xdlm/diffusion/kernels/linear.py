@@ -28,10 +28,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+import xdlm.diffusion.kernels.dispatch as dispatch
+from xdlm.diffusion.kernels.autograd import backend_module
+from xdlm.diffusion.kernels.stats import RowStats
 from xdlm.diffusion.nelbo import TokenStatistics, log_ratio, nelbo_from_statistics, nelbo_torch
-from xdlm.kernels import dispatch
-from xdlm.kernels.autograd import backend_module
-from xdlm.kernels.stats import RowStats
 
 
 class LinearStatisticsFunction(torch.autograd.Function):
@@ -81,10 +81,15 @@ class LinearStatisticsFunction(torch.autograd.Function):
         return (*grads, None, None, grad_shift, None, None, None, None, None, None)
 
 
+def _sum_dtype(like: torch.Tensor) -> torch.dtype:
+    """The dtype a sum of many ``like``-typed terms is taken in: float32 for 16-bit inputs (then
+    rounded once, like one big matmul), the inputs' own dtype otherwise (float64 stays float64)."""
+    return torch.float32 if like.dtype in (torch.float16, torch.bfloat16) else like.dtype
+
+
 def _accumulator(like: torch.Tensor) -> torch.Tensor:
-    """Zeros shaped like ``like``, in float32 when it is 16-bit (a sum over many matmuls)."""
-    dtype = torch.float32 if like.dtype in (torch.float16, torch.bfloat16) else like.dtype
-    return torch.zeros(like.shape, dtype=dtype, device=like.device)
+    """Zeros shaped like ``like``, in ``_sum_dtype(like)`` (a sum over many matmuls)."""
+    return torch.zeros(like.shape, dtype=_sum_dtype(like), device=like.device)
 
 
 def _backward_vocab_blocks(ctx, hidden, weight, bias, x, z, shift, stats, g_z, g_x, g_s, need):
@@ -110,7 +115,9 @@ def _backward_vocab_blocks(ctx, hidden, weight, bias, x, z, shift, stats, g_z, g
         if need_w:
             torch.mm(grad.t(), hidden, out=grad_w[cols])
         if grad_b is not None:
-            grad_b[cols] = grad.sum(0, dtype=torch.float32).to(grad_b.dtype)
+            # db_j = sum over the T rows of G_j, one block at a time: summed in float32 only
+            # when the head is 16-bit (a float64 head keeps float64 throughout)
+            grad_b[cols] = grad.sum(0, dtype=_sum_dtype(grad_b)).to(grad_b.dtype)
         del logits, grad
     return (None if grad_h is None else grad_h.to(hidden.dtype)), grad_w, grad_b
 
