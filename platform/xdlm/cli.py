@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
+
+from xdlm.errors import UserError
 
 
 def _demo(args: argparse.Namespace) -> int:
     from xdlm.demo import run_demo
 
     if not 0.0 < args.confidence <= 1.0:
-        raise SystemExit(f"xdlm demo: --confidence must be in (0, 1], got {args.confidence}")
+        raise UserError(f"--confidence must be in (0, 1], got {args.confidence}")
     run_demo(sentence=args.sentence, steps=args.steps, confidence=args.confidence, seed=args.seed)
     return 0
 
@@ -51,6 +55,8 @@ def _eval(args: argparse.Namespace) -> int:
 
     from xdlm.eval.offline import evaluate_run
 
+    if args.json:
+        _check_writable(args.json, "--json")  # before the evaluation, not after it
     metrics = evaluate_run(
         args.run, eval_sets=args.sets.split(",") if args.sets else None,
         sample_steps=[int(s) for s in args.steps.split(",")] if args.steps else None,
@@ -63,6 +69,12 @@ def _eval(args: argparse.Namespace) -> int:
         with open(args.json, "w") as f:
             json.dump(metrics, f, indent=2)
     return 0
+
+
+def _check_writable(path: str, flag: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path) or not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+        raise UserError(f"{flag}: cannot write {path} (not a writable file path)")
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -82,7 +94,7 @@ def _config(args: argparse.Namespace) -> int:
         print(reference_markdown())
         return 0
     if not args.job:
-        raise SystemExit("xdlm config: give a job file (or --reference)")
+        raise UserError("give a job file (or --reference)")
     from xdlm.config import to_yaml
 
     print(to_yaml(_load(args)), end="")
@@ -98,11 +110,11 @@ def _sweep(args: argparse.Namespace) -> int:
 
     if args.resume:
         if args.target:
-            raise SystemExit("xdlm sweep: --resume NAME takes no sweep file or overrides")
+            raise UserError("--resume NAME takes no sweep file or overrides")
         outcome = resume_sweep(args.resume, storage_path=args.storage, address=args.address)
     elif args.target and args.target[0] == "report":
         if len(args.target) != 2:
-            raise SystemExit("xdlm sweep report: give one sweep NAME (or its directory)")
+            raise UserError("report: give one sweep NAME (or its directory)")
         from xdlm.tune.layout import locate
 
         report = build_report(locate(args.target[1], args.storage), log_to_mlflow=not args.no_log)
@@ -113,7 +125,7 @@ def _sweep(args: argparse.Namespace) -> int:
     elif args.target:
         outcome = run_sweep(args.target[0], args.target[1:], address=args.address)
     else:
-        raise SystemExit("xdlm sweep: give a sweep file (sweeps/*.yaml), --resume NAME or report NAME")
+        raise UserError("give a sweep file (sweeps/*.yaml), --resume NAME or report NAME")
     print(f"\nsweep {outcome.name}: {outcome.directory}")
     print(f"MLflow parent run {outcome.parent_run_id} at {outcome.tracking_uri}")
     counts = {s: list(outcome.statuses.values()).count(s) for s in sorted(set(outcome.statuses.values()))}
@@ -191,9 +203,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as err:  # ConfigError and friends: a clear message, no traceback
+    except UserError as err:  # a mistake in the request: one line, no traceback
         print(f"xdlm {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"xdlm {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # not the user's mistake: a bug (or the environment), shown in full
+        traceback.print_exc()
+        print(f"xdlm {args.command}: internal error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}\n"
+              "This is not a problem with your input; the traceback above says where it happened.",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 from xdlm.data.config import DataConfig
 from xdlm.diffusion import sampling, schedules
 from xdlm.diffusion.kernels.dispatch import BACKENDS as LOSS_BACKENDS
+from xdlm.errors import UserError
 from xdlm.models.config import ModelConfig
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -31,7 +32,7 @@ LR_SCHEDULES = ("constant", "cosine")
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A job/sweep configuration that cannot run; the message names the field."""
 
 

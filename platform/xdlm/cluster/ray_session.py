@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from xdlm.errors import UserError
+
 # Ray Train V2 polls its workers every 2 s by default, so each report cost ~2 s; at 0.2 s the
 # polling itself took ~3 % of a step on 2 cores. xdlm reports only at evaluations and
 # checkpoints, so 1 s is the balance. Train's own metrics and print patch (which echoed every
@@ -77,7 +79,7 @@ def check_resources(num_workers: int, cpus_per_worker: float, use_gpu: bool, wha
     if use_gpu and num_workers > gpus:
         problems.append(f"{num_workers} GPUs")
     if problems:
-        raise ValueError(
+        raise UserError(
             f"cluster.num_workers={num_workers} needs {' and '.join(problems)}, but the {what} has "
             f"{cpus:g} CPUs and {gpus:g} GPUs: lower cluster.num_workers / cluster.cpus_per_worker "
             "or add nodes"

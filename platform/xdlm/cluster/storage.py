@@ -11,6 +11,8 @@ import os
 import uuid
 from urllib.parse import urlparse
 
+from xdlm.errors import UserError
+
 
 def is_local(uri: str) -> bool:
     return "://" not in uri or uri.startswith("file://")
@@ -20,10 +22,10 @@ def _local_path(uri: str) -> str:
     return os.path.abspath(os.path.expanduser(uri.removeprefix("file://")))
 
 
-def _bucket_key(uri: str) -> tuple[str, str]:
+def bucket_and_key(uri: str) -> tuple[str, str]:
     parsed = urlparse(uri)
     if parsed.scheme != "s3":
-        raise ValueError(f"cluster.storage_path: {uri!r} must be a local path or s3://bucket/prefix")
+        raise UserError(f"cluster.storage_path: {uri!r} must be a local path or s3://bucket/prefix")
     return parsed.netloc, parsed.path.lstrip("/")
 
 
@@ -36,7 +38,7 @@ def _s3():
 def exists(uri: str) -> bool:
     if is_local(uri):
         return os.path.exists(_local_path(uri))
-    bucket, key = _bucket_key(uri)
+    bucket, key = bucket_and_key(uri)
     try:
         _s3().head_object(Bucket=bucket, Key=key)
         return True
@@ -50,14 +52,14 @@ def read_text(uri: str) -> str:
     if is_local(uri):
         with open(_local_path(uri)) as f:
             return f.read()
-    bucket, key = _bucket_key(uri)
+    bucket, key = bucket_and_key(uri)
     return _s3().get_object(Bucket=bucket, Key=key)["Body"].read().decode()
 
 
 def write_text(uri: str, text: str) -> None:
     """Whole-or-nothing write of a small text file."""
     if not is_local(uri):
-        bucket, key = _bucket_key(uri)
+        bucket, key = bucket_and_key(uri)
         _s3().put_object(Bucket=bucket, Key=key, Body=text.encode())
         return
     path = _local_path(uri)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from xdlm.checkpoint import has_checkpoint, load_model_from_run
+from xdlm.errors import UserError
 
 #: scorer(tokens [B, L]) -> (log-likelihood sums [B], scored token counts [B])
 Scorer = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -25,7 +26,7 @@ Scorer = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 def causal_dit_scorer(run_dir: Path, vocab_size: int, device) -> Scorer:
     model, _ = load_model_from_run(run_dir, device)
     if model.vocab_size != vocab_size:
-        raise ValueError(f"eval.evaluator: vocabulary {model.vocab_size} != the tokenizer's {vocab_size}")
+        raise UserError(f"eval.evaluator: vocabulary {model.vocab_size} != the tokenizer's {vocab_size}")
     model.eval()
 
     @torch.no_grad()
@@ -41,7 +42,7 @@ def hf_scorer(name_or_path: str, tokenizer: Any, device, max_length: int = 1024)
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError:
-        raise ValueError(
+        raise UserError(
             f"eval.evaluator: {name_or_path!r} is a Hugging Face model; install 'transformers' "
             "(pip install -e '.[hf]') or give a run directory of jobs/ar_evaluator.yaml"
         ) from None
@@ -49,7 +50,7 @@ def hf_scorer(name_or_path: str, tokenizer: Any, device, max_length: int = 1024)
         hf_tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         model = AutoModelForCausalLM.from_pretrained(name_or_path).eval().to(device)
     except OSError as err:
-        raise ValueError(
+        raise UserError(
             f"eval.evaluator: cannot load {name_or_path!r} ({str(err).splitlines()[0]}); hub models "
             "need a network (HF_HUB_OFFLINE unset) or a local directory"
         ) from None

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import torch
 
-from xdlm.checkpoint import load_model_from_run
+from xdlm.checkpoint import has_checkpoint, load_model_from_run
 from xdlm.config import JobConfig
 from xdlm.data.build import build_datasets
 from xdlm.diffusion import sampling
+from xdlm.errors import UserError
 from xdlm.eval import metric_names
 from xdlm.eval.evaluators import load_evaluator
 from xdlm.eval.suite import generation_metrics, likelihood_metrics
@@ -30,8 +31,11 @@ def resolve_run_dir(run: str, storage_path: str = "runs") -> Path:
     """A run directory, or a run name under ``storage_path``."""
     for candidate in (Path(run), Path(storage_path) / run):
         if candidate.is_dir():
+            if not has_checkpoint(candidate):
+                raise UserError(f"run {run!r}: no checkpoint under {candidate} (not an xdlm run, or it "
+                                "stopped before its first checkpoint)")
             return candidate
-    raise ValueError(f"run {run!r}: neither a directory nor a run name under {storage_path}/")
+    raise UserError(f"run {run!r}: neither a directory nor a run name under {storage_path}/")
 
 
 def load_run(run: str, device: str = "cpu", storage_path: str = "runs") -> LoadedRun:
@@ -54,9 +58,9 @@ def evaluate_run(
     """Validation and zero-shot NELBO / PPL, the unigram baseline, and generation quality at
     ``sample_steps``, under the same metric names training logs."""
     if max_batches is not None and max_batches < 1:
-        raise ValueError(f"--max-batches must be >= 1, got {max_batches}")
+        raise UserError(f"--max-batches must be >= 1, got {max_batches}")
     if num_samples is not None and num_samples < 1:
-        raise ValueError(f"--num-samples must be >= 1, got {num_samples}")
+        raise UserError(f"--num-samples must be >= 1, got {num_samples}")
     loaded = load_run(run, device, storage_path)
     job = loaded.job
     if eval_sets is not None:
@@ -87,11 +91,11 @@ def sample_run(
 ) -> list[str]:
     """Decoded samples; ``prefix`` fixes the first tokens (never noised) and the rest is generated."""
     if num_samples < 1 or steps < 1:
-        raise ValueError(f"--num-samples and --steps must be >= 1, got {num_samples} and {steps}")
+        raise UserError(f"--num-samples and --steps must be >= 1, got {num_samples} and {steps}")
     loaded = load_run(run, device, storage_path)
     job = loaded.job
     if not backbone_info(job.model.backbone).generates:
-        raise ValueError(f"sample: run {run!r} is a {job.model.backbone} model, which does not generate "
+        raise UserError(f"sample: run {run!r} is a {job.model.backbone} model, which does not generate "
                          "through the diffusion sampler; sample from a diffusion run")
     tokenizer = build_datasets(job.data).tokenizer
     shape = (num_samples, job.data.seq_len)

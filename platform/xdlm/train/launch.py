@@ -13,12 +13,16 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any
 
+from xdlm.checkpoint import JOB_FILE, RUN_RECORD, STATE_FILE
 from xdlm.cluster import storage
 from xdlm.cluster.ray_session import check_resources, ensure_ray
 from xdlm.config import ConfigError, JobConfig, from_dict, to_dict, to_yaml
+from xdlm.errors import UserError
+from xdlm.tracking.logger import RunLogger
+from xdlm.tracking.runs import close_stale_runs, ensure_experiment, make_client, start_run
+from xdlm.train.loop import train_loop_per_worker
+from xdlm.train.preflight import preflight
 
-JOB_FILE = "job.yaml"
-RUN_RECORD = "xdlm_run.json"
 # Sections a resumed run must share with the original: they decide what the checkpoint means.
 FROZEN_ON_RESUME = ("model", "data", "diffusion")
 
@@ -68,15 +72,22 @@ def check_run_dir(job: JobConfig, resume: bool) -> dict[str, Any] | None:
     return record
 
 
-def default_tracking_uri(job: JobConfig) -> str:
+def tracking_uri_of(job: JobConfig) -> str:
+    """tracking.tracking_uri, else MLFLOW_TRACKING_URI, else a sqlite store beside the runs."""
     if job.tracking.tracking_uri:
         return job.tracking.tracking_uri
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     base = job.cluster.storage_path if storage.is_local(job.cluster.storage_path) else "runs"
-    base = os.path.abspath(os.path.expanduser(base))
-    os.makedirs(base, exist_ok=True)
-    return f"sqlite:///{base}/mlflow.db"
+    return f"sqlite:///{os.path.abspath(os.path.expanduser(base))}/mlflow.db"
+
+
+def default_tracking_uri(job: JobConfig) -> str:
+    """``tracking_uri_of(job)``, with the directory of a sqlite store created."""
+    uri = tracking_uri_of(job)
+    if uri.startswith("sqlite:///"):
+        os.makedirs(os.path.dirname(uri.removeprefix("sqlite:///")), exist_ok=True)
+    return uri
 
 
 def git_commit() -> str:
@@ -90,14 +101,7 @@ def git_commit() -> str:
 def open_mlflow_run(job: JobConfig, tracking_uri: str, record: dict | None, parent_run_id: str | None = None,
                     extra_tags: dict[str, Any] | None = None):
     """Create (or resume) the job's MLflow run and log what is known before training."""
-    from xdlm.tracking.logger import RunLogger
-    from xdlm.tracking.runs import close_stale_runs, make_client, start_run
-
-    client = make_client(tracking_uri)
-    if client.get_experiment_by_name(job.tracking.experiment) is None and tracking_uri.startswith("sqlite"):
-        # sqlite stores put artifacts under ./mlruns of whatever directory you are in: pin them.
-        artifacts = os.path.join(os.path.dirname(tracking_uri.removeprefix("sqlite:///")), "mlartifacts")
-        client.create_experiment(job.tracking.experiment, artifact_location=f"file://{artifacts}")
+    ensure_experiment(tracking_uri, job.tracking.experiment)  # the artifact root sweeps use too
     run_id = record.get("mlflow_run_id") if record else None
     if run_id is None:
         close_stale_runs(tracking_uri, job.tracking.experiment, job.name)
@@ -128,15 +132,13 @@ def run_training(job: JobConfig, resume: bool = False, parent_run_id: str | None
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from xdlm.train.loop import train_loop_per_worker
-
     job.validate()
     record = check_run_dir(job, resume)
     if init_checkpoint is not None:
-        from xdlm.train.checkpoint import STATE_FILE
-
         if not storage.exists(f"{init_checkpoint}/{STATE_FILE}"):
-            raise ValueError(f"init_checkpoint: no checkpoint at {init_checkpoint} (no {STATE_FILE} there)")
+            raise UserError(f"init_checkpoint: no checkpoint at {init_checkpoint} (no {STATE_FILE} there)")
+    address = job.cluster.address or os.environ.get("RAY_ADDRESS")
+    preflight(job, tracking_uri_of(job) if tracking else None, address, ray_running=ray.is_initialized())
     ensure_ray(job.cluster.address, object_store_memory_mb=job.cluster.object_store_memory_mb)
     check_resources(job.cluster.num_workers, job.cluster.cpus_per_worker, job.cluster.use_gpu)
 
@@ -180,16 +182,12 @@ def run_training(job: JobConfig, resume: bool = False, parent_run_id: str | None
         if checkpoint:
             logger.set_tags({"xdlm.final_checkpoint": checkpoint})
         logger.close("FINISHED")
-        from xdlm.tracking.runs import make_client
-
         metrics.update(make_client(tracking_uri).get_run(run_id).data.metrics)
     return TrainOutcome(run_dir, run_id, tracking_uri, checkpoint, metrics)
 
 
 def latest_samples(tracking_uri: str, run_id: str, max_chars: int = 1500) -> str | None:
     """The newest sample texts the run logged (for the driver to print), or None."""
-    from xdlm.tracking.runs import make_client
-
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         client = make_client(tracking_uri)
