@@ -119,7 +119,8 @@ def test_close_restores_signal_handlers_and_excepthook(tracking_uri, run_id, tmp
 
     before = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT), sys.excepthook)
     logger = make_logger(tracking_uri, run_id, tmp_path, install_handlers=True)
-    assert signal.getsignal(signal.SIGTERM) == logger._on_signal
+    installed = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT), sys.excepthook)
+    assert all(ours != theirs for ours, theirs in zip(installed, before, strict=True))
     logger.close()
     after = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT), sys.excepthook)
     assert after == before
@@ -138,5 +139,5 @@ def test_local_sqlite_store_keeps_the_run_directory_self_contained(monkeypatch, 
     assert client.get_run(run_id).info.status == "FINISHED"
     assert [m.value for m in client.get_metric_history(run_id, "loss")] == [2.0]
     assert (
-        run_dir / "artifacts" / run_id / "artifacts" / "samples" / "0.txt"
+        run_dir / "mlartifacts" / run_id / "artifacts" / "samples" / "0.txt"
     ).read_text() == "hello"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import select
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -79,3 +81,34 @@ def test_run_status_follows_process_end(
     assert client.get_run(run_id).info.status == expected_status, stderr
     steps = sorted(m.step for m in client.get_metric_history(run_id, "loss"))
     assert steps == list(range(len(steps))) and len(steps) >= 20  # everything logged arrived
+
+
+def test_a_signal_during_close_cuts_the_wait_short_and_is_passed_on_after_the_spill(tmp_path):
+    """SIGTERM while close() waits for an unreachable server: stop waiting, spill, then die.
+
+    The signal reaches our handler through one installed on top of it (as launchers do); the
+    handler it replaced must run only once the records are safe on disk.
+    """
+    from xdlm.tracking import RunLogger
+    from xdlm.tracking.server import find_free_port
+
+    unreachable = f"http://127.0.0.1:{find_free_port()}"
+    passed_on = []
+    previous = signal.signal(
+        signal.SIGTERM, lambda signum, frame: passed_on.append(logger.spill_path.exists())
+    )
+    try:
+        logger = RunLogger(unreachable, "run-closing", spill_dir=tmp_path, install_handlers=True)
+        ours = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, lambda signum, frame: ours(signum, frame))
+        logger.log_metrics({"loss": 1.0}, step=0)
+        sigterm = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM))
+        sigterm.start()
+        started = time.monotonic()
+        assert not logger.close("FINISHED", timeout=60)
+        assert time.monotonic() - started < 10, "close waited on after the signal"
+        sigterm.join()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert passed_on == [True]  # passed on once, after the spill file was written
+    assert '"loss"' in logger.spill_path.read_text()

@@ -1,39 +1,57 @@
-"""The background half of ``RunLogger``: batching records into ``log_batch`` requests, retrying
-through outages with backoff, and spilling to disk what memory cannot hold (a mixin)."""
+"""``DeliveryWorker``: the background thread that takes one run's queued records to MLflow.
+
+It batches the queue into ``log_batch`` requests within MLflow's limits and, while the server is
+unreachable or erroring, keeps the records and retries with exponential backoff, so everything
+arrives once the server is back. When an outage outlasts the memory cap, the oldest records move
+to a JSONL spill file (``spill.py``) and are replayed later; what is still undelivered when the
+worker closes stays in that file, and the next worker of the same run replays it first.
+
+The caller's side (``enqueue``, ``flush``, ``close``) only appends to a deque and assigns plain
+attributes, never takes a lock: a signal handler that interrupts an ``enqueue`` in the main thread
+and then closes the worker cannot deadlock.
+"""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from pathlib import Path
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow import MlflowClient
 from mlflow.utils.validation import (
     MAX_ENTITIES_PER_BATCH,
     MAX_METRICS_PER_BATCH,
     MAX_PARAMS_TAGS_PER_BATCH,
 )
 
-from xdlm.tracking.runs import is_transient_error
+from xdlm.tracking.records import BATCHABLE_KINDS, describe_record, send_records
+from xdlm.tracking.runs import describe_error, is_transient_error
 from xdlm.tracking.spill import SpillFile
 
-log = logging.getLogger("xdlm.tracking.logger")
+log = logging.getLogger(__name__)
 
-_BATCHABLE = ("metric", "param", "tag")
 _SPILL_CHUNK_RECORDS = MAX_ENTITIES_PER_BATCH
 _IDLE_POLL_S = 0.05
 _MIN_BACKOFF_S = 0.25
 _OUTAGE_LOG_EVERY_S = 60.0
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
+# Below two full batches the worker could not fill a request while the rest waits in memory.
+_MIN_QUEUED_RECORDS = 2 * MAX_ENTITIES_PER_BATCH
+# Meaningful only to the process that queued them: a flush marker's waiter is gone, and a resumed
+# run must not be ended by the end status of the attempt before it.
+_NOT_REPLAYED_KINDS = ("end", "flush")
 
 
 class _FlushMarker:
-    """Placed in the queue by ``flush``; the worker marks it done once everything before it is."""
+    """Placed in the queue by ``flush``; the worker marks it done once everything before it is.
+
+    Spilled to disk as ``("flush", id)`` so that a flush waiting through an outage is still
+    answered when the records before it come back from the file.
+    """
 
     __slots__ = ("done",)
 
@@ -42,7 +60,122 @@ class _FlushMarker:
 
 
 class DeliveryWorker:
-    """The worker thread of a ``RunLogger``: everything that talks to the tracking server."""
+    """Delivers a run's records in queue order on a daemon thread, started on construction.
+
+    Args:
+        client: the client requests go through (fast-failing HTTP, see ``runs.make_client``).
+        run_id: the run every record belongs to.
+        spill_dir: where ``<run_id>.jsonl`` overflows to and leftovers of earlier workers are.
+        max_queued_records: in-memory cap (raised to 2000); beyond it the oldest records spill.
+        max_backoff_s: longest pause between retries while the server is down.
+
+    ``stats`` counts records delivered, dropped (refused by the server), spilled, and failed
+    requests; ``spill_path`` is this run's spill file.
+    """
+
+    def __init__(
+        self,
+        client: MlflowClient,
+        run_id: str,
+        spill_dir: Path,
+        *,
+        max_queued_records: int,
+        max_backoff_s: float,
+    ) -> None:
+        self.run_id = run_id
+        self.max_queued_records = max(int(max_queued_records), _MIN_QUEUED_RECORDS)
+        self.max_backoff_s = max_backoff_s
+        self.stats = {"delivered": 0, "dropped": 0, "spilled": 0, "failed_requests": 0}
+        self._client = client
+
+        # Written by callers (appends, counter bumps, flags), read by the worker.
+        self._pending: deque = deque()
+        self._stop = False
+        self._wake_generation = 0
+        self._waits_cut_short = False
+
+        # Worker-only state.
+        self._batch: list | None = None
+        self._isolating = False
+        self._replay: deque = deque()
+        self._markers: dict[int, _FlushMarker] = {}
+        self._marker_ids = itertools.count()
+        self._backoff_s = _MIN_BACKOFF_S
+        self._outage_since: float | None = None
+        self._last_outage_log = 0.0
+        # close() spills from the caller's thread while a worker that missed its join may still
+        # be reading the file.
+        self._spill_lock = threading.RLock()
+
+        self.spill_path = spill_dir / f"{run_id}.jsonl"
+        self._leftovers = self._adopt_leftover_spills(spill_dir)
+        self._spill = SpillFile(self.spill_path)
+
+        # Daemon: a worker nobody closed must not keep the interpreter alive.
+        self._thread = threading.Thread(
+            target=self._work, name=f"xdlm-mlflow-{run_id[:8]}", daemon=True
+        )
+        self._thread.start()
+
+    # ------------------------------------------------------------------ caller side
+
+    def enqueue(self, record: tuple) -> None:
+        """Queue one record (see ``records.py``) for delivery after everything queued before it."""
+        self._pending.append(record)
+
+    def enqueue_all(self, new_records: Iterable[tuple]) -> None:
+        """Queue records in order, after everything queued before them."""
+        self._pending.extend(new_records)
+
+    def flush(self, timeout: float | None = 60.0) -> bool:
+        """Wait until everything queued before this call is delivered; False on timeout."""
+        if not self._thread.is_alive():
+            return self.everything_delivered()
+        marker = _FlushMarker()
+        self._pending.append(marker)
+        self._wake_generation += 1  # cut short the worker's backoff or idle wait
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.001
+        while not marker.done:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            if not self._thread.is_alive() or self._waits_cut_short:
+                return marker.done
+            time.sleep(pause)
+            pause = min(pause * 2, 0.02)
+        return True
+
+    def cut_waits_short(self) -> None:
+        """Make every ``flush`` (running or later) return at once with what it has.
+
+        For a process about to die (a signal arrived during ``close``): the rest is spilled
+        instead of waited for.
+        """
+        self._waits_cut_short = True
+
+    def close(self, timeout: float | None) -> bool:
+        """Deliver for up to ``timeout`` s, stop the thread, spill what is left; True if all arrived."""
+        delivered = self.flush(timeout)
+        self._stop = True
+        self._wake_generation += 1
+        self._thread.join(timeout=2.0 if delivered else 1.0)
+        if not delivered or not self.everything_delivered():
+            self._spill_everything_left()
+        return delivered
+
+    def queued_records(self) -> int:
+        """Records not delivered yet, spill files aside (approximate while the thread runs)."""
+        batch = self._batch or ()
+        return len(self._pending) + len(self._replay) + len(batch)
+
+    def everything_delivered(self) -> bool:
+        """Nothing waits in memory or in a spill file."""
+        return not (
+            self._pending or self._replay or self._batch or self._leftovers
+            or self._spill.has_unread()
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ worker thread
 
     def _work(self) -> None:
         while True:
@@ -67,7 +200,7 @@ class DeliveryWorker:
             if self._isolating:
                 self._send_one_by_one()
             else:
-                self._send(self._batch)
+                send_records(self._client, self.run_id, self._batch)
                 self.stats["delivered"] += len(self._batch)
         except Exception as error:
             if is_transient_error(error):
@@ -90,37 +223,13 @@ class DeliveryWorker:
         while self._batch:
             record = self._batch[0]
             try:
-                self._send([record])
+                send_records(self._client, self.run_id, [record])
                 self.stats["delivered"] += 1
             except Exception as error:
                 if is_transient_error(error):
                     raise
                 self._drop([record], error)
             del self._batch[0]
-
-    def _send(self, batch: list[tuple]) -> None:
-        kind = batch[0][0]
-        if kind in _BATCHABLE:
-            metrics, params, tags = [], [], []
-            for record in batch:
-                if record[0] == "metric":
-                    metrics.append(Metric(record[1], record[2], record[3], record[4]))
-                elif record[0] == "param":
-                    params.append(Param(record[1], record[2]))
-                else:
-                    tags.append(RunTag(record[1], record[2]))
-            self._client.log_batch(self.run_id, metrics, params, tags, synchronous=True)
-        elif kind == "text":
-            self._client.log_text(self.run_id, batch[0][1], batch[0][2])
-        elif kind == "file":
-            _, local_path, artifact_path = batch[0]
-            if not os.path.exists(local_path):
-                raise FileNotFoundError(f"artifact {local_path} no longer exists")
-            self._client.log_artifact(self.run_id, local_path, artifact_path)
-        elif kind == "end":
-            self._client.set_terminated(self.run_id, status=batch[0][1], end_time=batch[0][2])
-        else:
-            raise ValueError(f"unknown record kind {kind!r}")
 
     def _take_batch(self) -> list[tuple] | None:
         """The next records in queue order that fit one request (or one artifact/end record)."""
@@ -138,7 +247,7 @@ class DeliveryWorker:
                 self._mark_flushed(record)
                 continue
             kind = record[0]
-            if kind not in _BATCHABLE:
+            if kind not in BATCHABLE_KINDS:
                 if not batch:
                     batch.append(source.popleft())
                 break
@@ -204,7 +313,7 @@ class DeliveryWorker:
             self._last_outage_log = now
             log.warning(
                 "MLflow logging failed (%s); keeping %d records, retrying with backoff",
-                _describe(error), self.queued_records(),
+                describe_error(error), self.queued_records(),
             )  # fmt: skip
         self._pause(self._backoff_s)
         self._backoff_s = min(self._backoff_s * 2, self.max_backoff_s)
@@ -225,13 +334,13 @@ class DeliveryWorker:
                 return
             time.sleep(min(remaining, _IDLE_POLL_S))
 
-    def _drop(self, records: list[tuple], error: BaseException) -> None:
-        self.stats["dropped"] += len(records)
+    def _drop(self, refused: list[tuple], error: BaseException) -> None:
+        self.stats["dropped"] += len(refused)
         dropped = self.stats["dropped"]
         if dropped <= 10 or dropped % 1000 == 0:  # a deleted run refuses everything: stay terse
             log.warning(
                 "MLflow refused %s (%s); dropping it (%d dropped so far)",
-                _summarize(records[0]), _describe(error), dropped,
+                describe_record(refused[0]), describe_error(error), dropped,
             )  # fmt: skip
 
     # ------------------------------------------------------------------ spilling
@@ -258,9 +367,9 @@ class DeliveryWorker:
                 )
                 self._pending.extendleft(reversed(moved))
 
-    def _to_spillable(self, records: list, keep_markers: bool = True) -> list[tuple]:
+    def _to_spillable(self, queued: list, keep_markers: bool = True) -> list[tuple]:
         spillable = []
-        for record in records:
+        for record in queued:
             if isinstance(record, _FlushMarker):
                 if keep_markers:
                     marker_id = next(self._marker_ids)
@@ -273,65 +382,42 @@ class DeliveryWorker:
     def _spill_everything_left(self) -> None:
         """At close: write all undelivered records, oldest first, to the spill file."""
         with self._spill_lock:
-            records = list(self._batch or [])
-            records.extend(self._replay)
-            records.extend(self._spill.read_unread())
+            left = list(self._batch or [])
+            left.extend(self._replay)
+            left.extend(self._spill.read_unread())
             while True:
                 try:
-                    records.append(self._pending.popleft())
+                    left.append(self._pending.popleft())
                 except IndexError:
                     break
             self._batch, self._replay = None, deque()
-            # Drop markers and the end status: a resumed run replaying this must not be ended.
-            records = [
-                r for r in self._to_spillable(records, keep_markers=False)
-                if r[0] not in ("end", "flush")
+            left = [
+                r for r in self._to_spillable(left, keep_markers=False)
+                if r[0] not in _NOT_REPLAYED_KINDS
             ]  # fmt: skip
             try:
-                self._spill.rewrite(records)
+                self._spill.rewrite(left)
             except OSError as error:
                 log.error("lost %d MLflow records: cannot write %s (%s)",
-                          len(records), self.spill_path, error)  # fmt: skip
+                          len(left), self.spill_path, error)  # fmt: skip
                 return
-        if records:
+        if left:
             log.warning(
                 "MLflow server unreachable at close: %d records kept in %s; a RunLogger for run "
-                "%s replays them", len(records), self.spill_path, self.run_id,
+                "%s replays them", len(left), self.spill_path, self.run_id,
             )  # fmt: skip
 
-    def _adopt_leftover_spills(self, spill_root: Path) -> list[SpillFile]:
+    def _adopt_leftover_spills(self, spill_dir: Path) -> list[SpillFile]:
         """Spill files of earlier processes for this run, oldest first, to replay before anything."""
         try:
             if self.spill_path.exists():
-                renamed = spill_root / f"{self.run_id}.{time.time_ns()}.leftover.jsonl"
+                renamed = spill_dir / f"{self.run_id}.{time.time_ns()}.leftover.jsonl"
                 os.replace(self.spill_path, renamed)
-            leftovers = sorted(spill_root.glob(f"{self.run_id}.*.leftover.jsonl"))
+            leftovers = sorted(spill_dir.glob(f"{self.run_id}.*.leftover.jsonl"))
         except OSError as error:
-            log.warning("cannot look for spilled MLflow records in %s: %s", spill_root, error)
+            log.warning("cannot look for spilled MLflow records in %s: %s", spill_dir, error)
             return []
         if leftovers:
             log.warning("replaying %d spilled MLflow record file(s) for run %s",
                         len(leftovers), self.run_id)  # fmt: skip
-        return [SpillFile(path, skip_kinds=("end", "flush")) for path in leftovers]
-
-    def _nothing_left(self) -> bool:
-        return not (
-            self._pending or self._replay or self._batch or self._leftovers
-            or self._spill.has_unread()
-        )  # fmt: skip
-
-
-def _describe(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0] if lines else ''}"[:300]
-
-
-def _summarize(record: tuple) -> str:
-    kind = record[0]
-    if kind in _BATCHABLE:
-        return f"{kind} {record[1]!r}"
-    if kind == "text":
-        return f"artifact {record[2]!r}"
-    if kind == "file":
-        return f"artifact {record[1]!r}"
-    return f"{kind} record"
+        return [SpillFile(path, skip_kinds=_NOT_REPLAYED_KINDS) for path in leftovers]

@@ -2,42 +2,32 @@
 
 Synchronous MLflow logging raises into the training loop when the tracking server is down, and
 MLflow's own async mode only logs failures and can lose its queue at exit; runs of many hours
-have been lost either way. Here every ``log_*`` call only appends a tuple to an in-memory queue
-(microseconds, never raises). A background thread batches the queue into ``log_batch`` requests
-within MLflow's limits and, while the server is unreachable or erroring, keeps the records and
-retries with exponential backoff, so everything arrives once the server is back. If an outage
-outlasts the memory cap, the oldest records go to a JSONL spill file (``spill.py``) and are
-replayed later; a run that ends before the server returns leaves that file for the next
-``RunLogger`` of the same run to replay.
+have been lost either way. Here every ``log_*`` call only turns its arguments into records
+(``records.py``) and queues them (microseconds, never raises); the logger's ``DeliveryWorker``
+(``delivery.py``) takes them to the server from a background thread, retrying through outages
+and spilling to disk what memory cannot hold, so everything arrives once the server is back.
 
-The run's end is logged too: ``close()`` (or the ``with`` block) ends it FINISHED/FAILED; an
-uncaught exception ends it FAILED, SIGTERM/SIGINT end it KILLED, and interpreter exit flushes,
-so a run is not left RUNNING by a process that had a chance to say otherwise.
+The run's end is logged too: ``close()`` (or the ``with`` block) ends it FINISHED/FAILED; the
+logger registers with ``ProcessEndHandlers`` (``exit_handlers.py``) so that an uncaught exception
+ends it FAILED, SIGTERM/SIGINT end it KILLED, and interpreter exit closes it, so a run is not left
+RUNNING by a process that had a chance to say otherwise.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
 import tempfile
-import threading
-import time
-from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mlflow.utils.validation import (
-    MAX_ENTITIES_PER_BATCH,
-)
-
-from xdlm.tracking.delivery import _MIN_BACKOFF_S, DeliveryWorker, _FlushMarker, _now_ms
-from xdlm.tracking.exit_handlers import ProcessEndHandlers, status_for_exception  # noqa: F401  (re-exported)
+from xdlm.tracking.delivery import DeliveryWorker
+from xdlm.tracking.exit_handlers import ProcessEndHandlers, status_for_exception
 from xdlm.tracking.flatten import clean_tags, flatten_params, to_plain_container
+from xdlm.tracking.records import now_ms
 from xdlm.tracking.runs import TERMINAL_STATUSES, make_client
-from xdlm.tracking.spill import SpillFile
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +36,7 @@ def default_spill_dir() -> Path:
     return Path(tempfile.gettempdir()) / "xdlm-mlflow-spill"
 
 
-class RunLogger(ProcessEndHandlers, DeliveryWorker):
+class RunLogger:
     """Rank 0's handle on one MLflow run: non-blocking, non-raising, nothing dropped on outages.
 
     Args:
@@ -57,8 +47,8 @@ class RunLogger(ProcessEndHandlers, DeliveryWorker):
         max_queued_records: in-memory cap (at least 2000); beyond it the oldest records spill
             to disk.
         install_handlers: end the run on uncaught exceptions (FAILED) and SIGTERM/SIGINT
-            (KILLED), flush at exit. Signal handlers only go in from the main thread; previous
-            handlers are chained, not replaced.
+            (KILLED), close it at exit. Signal handlers only go in from the main thread;
+            previous handlers are chained, not replaced.
         status_at_exit: how a run that was never closed ends when the interpreter exits (MLflow's
             own convention is FINISHED; uncaught exceptions are handled before that).
         close_timeout_s: default time ``close`` waits for delivery before spilling the rest.
@@ -88,55 +78,49 @@ class RunLogger(ProcessEndHandlers, DeliveryWorker):
             raise ValueError(f"status_at_exit must be one of {TERMINAL_STATUSES}")
         self.tracking_uri = tracking_uri
         self.run_id = run_id
-        self.max_queued_records = max(int(max_queued_records), 2 * MAX_ENTITIES_PER_BATCH)
-        self.status_at_exit = status_at_exit
         self.close_timeout_s = close_timeout_s
-        self.signal_timeout_s = signal_timeout_s
-        self.max_backoff_s = max_backoff_s
-        self._client = make_client(tracking_uri)
-
-        # Shared with callers. Callers only ever append to the deque and assign plain
-        # attributes: no locks on their side, so a signal handler that interrupts a log_* call
-        # in the main thread and then closes the logger cannot deadlock on them.
-        self._pending: deque = deque()
         self._closed = False
-        self._closing_done = threading.Event()
-        self._stop = False
-        self._wake_generation = 0
-        self._deferred_signal: int | None = None
-        self._closing_thread: threading.Thread | None = None
-
-        # Worker-only state.
-        self._batch: list | None = None
-        self._isolating = False
-        self._replay: deque = deque()
-        self._markers: dict[int, _FlushMarker] = {}
-        self._marker_ids = itertools.count()
-        self._backoff_s = _MIN_BACKOFF_S
-        self._outage_since: float | None = None
-        self._last_outage_log = 0.0
-        self._spill_lock = threading.RLock()
-
-        spill_root = Path(spill_dir) if spill_dir is not None else default_spill_dir()
-        self.spill_path = spill_root / f"{run_id}.jsonl"
-        self._leftovers = self._adopt_leftover_spills(spill_root)
-        self._spill = SpillFile(self.spill_path)
-
         self._logged_params: dict[str, str] = {}
-        self.stats = {"delivered": 0, "dropped": 0, "spilled": 0, "failed_requests": 0}
-
-        # Daemon: a logger nobody closed must not keep the interpreter alive; atexit closes it.
-        self._worker = threading.Thread(
-            target=self._work, name=f"xdlm-mlflow-{run_id[:8]}", daemon=True
+        self._delivery = DeliveryWorker(
+            make_client(tracking_uri),
+            run_id,
+            Path(spill_dir) if spill_dir is not None else default_spill_dir(),
+            max_queued_records=max_queued_records,
+            max_backoff_s=max_backoff_s,
         )
-        self._worker.start()
-
+        self._process_end = ProcessEndHandlers(
+            self, status_at_exit=status_at_exit, signal_timeout_s=signal_timeout_s
+        )
         # Last, so that a signal arriving from here on finds a complete logger to close.
-        self._previous_signal_handlers: dict[int, Any] = {}
-        self._previous_excepthook = None
-        self._atexit_registered = False
         if install_handlers:
-            self._install_handlers()
+            self._process_end.install()
+
+    # ------------------------------------------------------------------ configuration and state
+
+    @property
+    def spill_path(self) -> Path:
+        return self._delivery.spill_path
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Records delivered, dropped (refused by the server), spilled; failed requests."""
+        return self._delivery.stats
+
+    @property
+    def max_queued_records(self) -> int:
+        return self._delivery.max_queued_records
+
+    @property
+    def max_backoff_s(self) -> float:
+        return self._delivery.max_backoff_s
+
+    @property
+    def status_at_exit(self) -> str:
+        return self._process_end.status_at_exit
+
+    @property
+    def signal_timeout_s(self) -> float:
+        return self._process_end.signal_timeout_s
 
     # ------------------------------------------------------------------ caller-side API
 
@@ -144,7 +128,7 @@ class RunLogger(ProcessEndHandlers, DeliveryWorker):
         """Queue metric values (anything ``float()`` accepts: Python/numpy/torch scalars)."""
         if self._closed:
             return self._warn_closed("log_metrics")
-        timestamp = _now_ms()
+        timestamp = now_ms()
         try:
             step = int(step) if step is not None else 0
             records = [
@@ -153,7 +137,7 @@ class RunLogger(ProcessEndHandlers, DeliveryWorker):
             ]
         except Exception:
             records = self._metric_records_one_by_one(metrics, step, timestamp)
-        self._pending.extend(records)
+        self._delivery.enqueue_all(records)
 
     def log_metric(self, key: str, value: Any, step: int | None = None) -> None:
         self.log_metrics({key: value}, step)
@@ -181,14 +165,14 @@ class RunLogger(ProcessEndHandlers, DeliveryWorker):
                 )  # fmt: skip
                 continue
             self._logged_params[key] = value
-            self._pending.append(("param", key, value))
+            self._delivery.enqueue(("param", key, value))
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         if self._closed:
             return self._warn_closed("set_tags")
         try:
             for key, value in clean_tags(tags).items():
-                self._pending.append(("tag", key, value))
+                self._delivery.enqueue(("tag", key, value))
         except Exception as error:
             log.warning("set_tags: ignoring unusable tags (%s)", error)
 
@@ -199,7 +183,7 @@ class RunLogger(ProcessEndHandlers, DeliveryWorker):
         """Queue ``text`` as the run artifact ``artifact_file`` (e.g. ``"samples/step_100.txt"``)."""
         if self._closed:
             return self._warn_closed("log_text")
-        self._pending.append(("text", str(text), str(artifact_file)))
+        self._delivery.enqueue(("text", str(text), str(artifact_file)))
 
     def log_dict(self, dictionary: Mapping[str, Any], artifact_file: str) -> None:
         """Queue a dict (or OmegaConf config) as YAML (``.yaml``/``.yml``) or JSON (otherwise).
@@ -212,31 +196,17 @@ class RunLogger(ProcessEndHandlers, DeliveryWorker):
             text = serialize_dict(dictionary, artifact_file)
         except Exception as error:
             return log.warning("log_dict(%r): cannot serialize: %s", artifact_file, error)
-        self._pending.append(("text", text, str(artifact_file)))
+        self._delivery.enqueue(("text", text, str(artifact_file)))
 
     def log_artifact(self, local_path: str | os.PathLike, artifact_path: str | None = None) -> None:
         """Queue a file or directory for upload (it must stay in place until ``flush``)."""
         if self._closed:
             return self._warn_closed("log_artifact")
-        self._pending.append(("file", os.path.abspath(local_path), artifact_path))
+        self._delivery.enqueue(("file", os.path.abspath(local_path), artifact_path))
 
     def flush(self, timeout: float | None = 60.0) -> bool:
         """Wait until everything queued before this call is delivered; False on timeout."""
-        if not self._worker.is_alive():
-            return self._nothing_left()
-        marker = _FlushMarker()
-        self._pending.append(marker)
-        self._wake_generation += 1  # cut short the worker's backoff or idle wait
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = 0.001
-        while not marker.done:
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            if not self._worker.is_alive() or self._deferred_signal is not None:
-                return marker.done
-            time.sleep(pause)
-            pause = min(pause * 2, 0.02)
-        return True
+        return self._delivery.flush(timeout)
 
     def close(self, status: str | None = "FINISHED", timeout: float | None = None) -> bool:
         """Flush, end the run with ``status`` and stop the worker; True if all was delivered.
@@ -248,32 +218,19 @@ class RunLogger(ProcessEndHandlers, DeliveryWorker):
         Calling it again is a no-op.
         """
         if self._closed:
-            return self._nothing_left()
+            return self._delivery.everything_delivered()
         self._closed = True
-        self._closing_thread = threading.current_thread()
-        self._uninstall_handlers()
-        timeout = self.close_timeout_s if timeout is None else timeout
-        try:
-            if status is not None:
-                if status not in TERMINAL_STATUSES:
-                    log.warning("close: unknown status %r, using FAILED", status)
-                    status = "FAILED"
-                self._pending.append(("end", status, _now_ms()))
-            delivered = self.flush(timeout)
-            self._stop = True
-            self._wake_generation += 1
-            self._worker.join(timeout=2.0 if delivered else 1.0)
-            if not delivered or not self._nothing_left():
-                self._spill_everything_left()
-            return delivered
-        except Exception as error:  # never raise out of close
-            log.warning("RunLogger.close failed: %s", error)
-            return False
-        finally:
-            self._closing_done.set()
-            if self._deferred_signal is not None:
-                signum, self._deferred_signal = self._deferred_signal, None
-                self._chain_signal(signum, None)
+        with self._process_end.closing(cut_short=self._delivery.cut_waits_short):
+            try:
+                if status is not None:
+                    if status not in TERMINAL_STATUSES:
+                        log.warning("close: unknown status %r, using FAILED", status)
+                        status = "FAILED"
+                    self._delivery.enqueue(("end", status, now_ms()))
+                return self._delivery.close(self.close_timeout_s if timeout is None else timeout)
+            except Exception as error:  # never raise out of close
+                log.warning("RunLogger.close failed: %s", error)
+                return False
 
     @property
     def closed(self) -> bool:
@@ -281,8 +238,7 @@ class RunLogger(ProcessEndHandlers, DeliveryWorker):
 
     def queued_records(self) -> int:
         """Records not delivered yet (approximate while the worker is running)."""
-        batch = self._batch or ()
-        return len(self._pending) + len(self._replay) + len(batch)
+        return self._delivery.queued_records()
 
     def __enter__(self) -> RunLogger:
         return self

@@ -1,4 +1,5 @@
-"""Run lifecycle: where runs are tracked, creating/resuming them, and cleaning up after crashes.
+"""Run lifecycle: where runs are tracked, their experiment, creating/resuming them, and cleaning
+up after crashes.
 
 These calls are synchronous and meant for the driver (or rank 0 before training starts): unlike
 ``RunLogger`` they raise, after retrying transient failures for ``retry_for_s`` seconds, because
@@ -20,6 +21,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from xdlm.tracking.flatten import clean_tags
+from xdlm.tracking.local_store import artifact_root, exclusive_open
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +64,14 @@ def configure_fast_http_failures() -> None:
 
 
 def make_client(tracking_uri: str) -> MlflowClient:
+    """A client with fast-failing HTTP; safe to create from many processes on a new SQLite file.
+
+    Creating the client opens its store, and opening a new SQLite store creates its tables: the
+    lock keeps concurrent openers (sweep trials) from building them twice.
+    """
     configure_fast_http_failures()
-    return MlflowClient(tracking_uri=tracking_uri)
+    with exclusive_open(tracking_uri):
+        return MlflowClient(tracking_uri=tracking_uri)
 
 
 def is_transient_error(error: BaseException) -> bool:
@@ -92,50 +100,52 @@ def call_with_retries(fn: Callable[[], T], retry_for_s: float, what: str) -> T:
         except Exception as error:
             if not is_transient_error(error) or time.monotonic() + delay > deadline:
                 raise
-            log.warning("%s failed (%s); retrying in %.1f s", what, _first_line(error), delay)
+            log.warning("%s failed (%s); retrying in %.1f s", what, describe_error(error), delay)
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
 
 
-def local_artifact_location(tracking_uri: str) -> str | None:
-    """For a ``sqlite:///`` store, an ``artifacts`` directory next to the database file.
-
-    Without it MLflow would put a local store's artifacts under the current directory (wherever
-    the job happened to start); next to the database, a run directory stays self-contained.
-    Servers decide their artifact location themselves: None.
-    """
-    prefix = "sqlite:///"
-    if not tracking_uri.startswith(prefix):
-        return None
-    database = Path(tracking_uri[len(prefix) :])
-    return (database.parent / "artifacts").resolve().as_uri()
-
-
-def get_or_create_experiment(
-    client: MlflowClient, experiment_name: str, artifact_location: str | None = None
-) -> str:
+def get_or_create_experiment(client: MlflowClient, experiment_name: str) -> str:
     """The experiment's id, creating it (or restoring a deleted one) as needed.
 
-    Ray Tune's ``setup_mlflow`` raises unless the experiment already exists, so drivers call
-    this before launching trials. Concurrent creators (sweep trials) are fine: whoever loses the
-    race reads the winner's experiment. ``artifact_location`` only applies to a new experiment
-    (default: ``local_artifact_location`` of the client's tracking URI).
+    A new experiment keeps its artifacts under ``local_store.artifact_root`` of the client's
+    tracking URI (servers choose their own). Safe when processes race: whoever loses the race to
+    create (or restore) the experiment reads the winner's instead of failing.
     """
-    if artifact_location is None:
-        artifact_location = local_artifact_location(client.tracking_uri)
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
         try:
-            return client.create_experiment(experiment_name, artifact_location=artifact_location)
+            return client.create_experiment(
+                experiment_name, artifact_location=artifact_root(client.tracking_uri)
+            )
         except MlflowException as error:
             if error.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
             experiment = client.get_experiment_by_name(experiment_name)
-            if experiment is None:
+            if experiment is None:  # created and deleted again meanwhile: nothing sane to return
                 raise
     if experiment.lifecycle_stage == "deleted":
-        client.restore_experiment(experiment.experiment_id)
+        try:
+            client.restore_experiment(experiment.experiment_id)
+        except MlflowException:
+            if client.get_experiment(experiment.experiment_id).lifecycle_stage == "deleted":
+                raise  # not restored by someone else either
     return experiment.experiment_id
+
+
+def ensure_experiment(tracking_uri: str, experiment_name: str, retry_for_s: float = 60.0) -> str:
+    """The id of ``experiment_name`` in the store at ``tracking_uri``, created if missing.
+
+    Every driver (training, sweeps) calls this before its runs, so that all of them agree on the
+    experiment's artifact root; Ray Tune's ``setup_mlflow`` also raises unless the experiment
+    exists. Transient failures (server down, SQLite busy) are retried for ``retry_for_s``.
+    """
+    return call_with_retries(
+        # The client inside the retries: creating it opens the store, the first contact with it.
+        lambda: get_or_create_experiment(make_client(tracking_uri), experiment_name),
+        retry_for_s,
+        f"creating MLflow experiment {experiment_name!r}",
+    )
 
 
 def start_run(
@@ -252,6 +262,7 @@ def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _first_line(error: BaseException) -> str:
+def describe_error(error: BaseException) -> str:
+    """One short line for a log message: MLflow errors can carry whole HTML pages or tracebacks."""
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
