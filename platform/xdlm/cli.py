@@ -7,7 +7,7 @@ import os
 import sys
 import traceback
 
-from xdlm.errors import UserError
+from xdlm.errors import RunFailed, UserError
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -31,7 +31,7 @@ def _train(args: argparse.Namespace) -> int:
     job = _load(args)
     if args.address:
         job.cluster.address = args.address
-    outcome = run_training(job, resume=args.resume)
+    outcome = run_training(job, resume=args.resume, take_over=args.take_over)
     print(f"\nrun {job.name}: checkpoints in {outcome.run_dir}")
     if outcome.checkpoint:
         print(f"final checkpoint: {outcome.checkpoint}")
@@ -159,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. diffusion.k=0.5")
     train.add_argument("--resume", action="store_true", help="continue the run of the same name from its last checkpoint")
     train.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    train.add_argument("--take-over", action="store_true",
+                       help="take the run's lock over from a process that is gone (see the error that suggests it)")
     train.set_defaults(func=_train)
 
     evaluate = sub.add_parser("eval", help="zero-shot perplexity and generation quality of a trained run")
@@ -206,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:  # a mistake in the request: one line, no traceback
         print(f"xdlm {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except RunFailed as err:  # stopped on purpose, for a reason it names (a non-finite loss)
+        print(f"xdlm {args.command}: run failed: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"xdlm {args.command}: interrupted", file=sys.stderr)
         return 130

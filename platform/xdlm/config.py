@@ -28,6 +28,7 @@ from xdlm.errors import UserError
 from xdlm.models.config import ModelConfig
 
 PRECISIONS = ("auto", "fp32", "bf16")
+NONFINITE_POLICIES = ("skip", "stop")
 LR_SCHEDULES = ("constant", "cosine")
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -131,6 +132,11 @@ class TrainConfig:
     Batch sizes, accumulation and clipping are filled in from the job. Empty: DDP."""
     max_time_s: float | None = None
     """Stop (with a checkpoint) after this much wall time."""
+    on_nonfinite: str = "skip"
+    """A step whose gradient norm (or loss) is NaN or infinite: skip (no update) or stop. Either
+    way the run ends FAILED, naming the step, after max_nonfinite_steps such steps in a row."""
+    max_nonfinite_steps: int = 3
+    """Non-finite steps in a row that end the run (with on_nonfinite=skip)."""
 
     def validate(self) -> TrainConfig:
         require(self.steps >= 1, "train.steps", f"must be >= 1, got {self.steps}")
@@ -150,6 +156,10 @@ class TrainConfig:
             require(not self.compile, "train.compile", "torch.compile with DeepSpeed is not supported here; set it false")
         require(self.max_time_s is None or self.max_time_s > 0, "train.max_time_s",
                 f"must be > 0, got {self.max_time_s}")
+        require(self.on_nonfinite in NONFINITE_POLICIES, "train.on_nonfinite",
+                f"must be one of {', '.join(NONFINITE_POLICIES)}, got {self.on_nonfinite!r}")
+        require(self.max_nonfinite_steps >= 1, "train.max_nonfinite_steps",
+                f"must be >= 1, got {self.max_nonfinite_steps}")
         return self
 
 

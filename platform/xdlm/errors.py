@@ -13,3 +13,8 @@ from __future__ import annotations
 
 class UserError(ValueError):
     """A mistake in the request; the message names the field, file or flag and what is allowed."""
+
+
+class RunFailed(RuntimeError):
+    """A run that ended FAILED for a reason the platform detected and can name in one line (a
+    non-finite loss, a full disk), as opposed to a crash."""

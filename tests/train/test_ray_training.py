@@ -108,10 +108,11 @@ def test_checkpoints_to_s3_and_resume_from_there(ray_session, small_job, s3_endp
     run_training(first)
     resumed = run_training(small_job("train.steps=4", f"cluster.storage_path={prefix}", tracking, name="on-s3"),
                            resume=True)
-    assert resumed.checkpoint.startswith(f"{s3_endpoint['bucket']}/runs/on-s3/checkpoint_")
+    assert resumed.checkpoint.startswith(f"{prefix}/on-s3/checkpoint_")
     keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(
         Bucket=s3_endpoint["bucket"], Prefix="runs/on-s3/")["Contents"]]
     assert "runs/on-s3/xdlm_run.json" in keys
+    assert "runs/on-s3/xdlm_lock.json" not in keys  # released at the end
     states = sorted(k for k in keys if k.endswith("/state.pt"))
     assert len(states) == 2  # checkpoints at steps 2 and 4
     body = boto3.client("s3").get_object(Bucket=s3_endpoint["bucket"], Key=states[-1])["Body"].read()
@@ -184,5 +185,5 @@ def test_a_run_started_from_another_runs_checkpoint_continues_it(ray_session, sm
     donor_lr = 3e-3 * lr_multiplier(4, small_job().optim, 6)
     assert all(value < donor_lr / 2 for value in logged.values()), (logged, donor_lr)
 
-    with pytest.raises(ValueError, match="init_checkpoint: no checkpoint at"):
+    with pytest.raises(ValueError, match="init_checkpoint: no complete checkpoint at"):
         run_training(small_job(name="nowhere"), tracking=False, init_checkpoint=str(Path(donor.run_dir) / "nope"))

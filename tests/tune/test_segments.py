@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from xdlm.checkpoint import write_checkpoint
 from xdlm.tune import layout
 from xdlm.tune.channel import Pointer
-from xdlm.tune.trainable import choose_segment
+from xdlm.tune.trainable import choose_segment, donor_checkpoint
 
 
 def add_segment(directory, trial_id, segment, params, init_from=None):
@@ -49,13 +50,9 @@ def test_segments_follow_the_checkpoint_tune_hands_back(tmp_path):
 
 
 def test_a_donor_checkpoint_deleted_by_retention_falls_back_to_its_runs_latest(tmp_path):
-    from xdlm.train.checkpoint import STATE_FILE
-    from xdlm.tune.trainable import donor_checkpoint
-
     run_dir = tmp_path / layout.TRIALS_DIR / "s-t2"
-    for name in ("checkpoint_2026-01-01_00-00-02", "checkpoint_2026-01-01_00-00-03"):
-        (run_dir / name).mkdir(parents=True)
-        (run_dir / name / STATE_FILE).write_bytes(b"")
+    for step, name in enumerate(("checkpoint_2026-01-01_00-00-02", "checkpoint_2026-01-01_00-00-03"), start=4):
+        write_checkpoint(run_dir / name, {"counters": {"step": step}}, "name: s-t2\n")
     kept = asdict(Pointer("t2", "s-t2", str(run_dir / "checkpoint_2026-01-01_00-00-02"), 4))
     assert donor_checkpoint(tmp_path, kept) == kept["checkpoint"]
     gone = asdict(Pointer("t2", "s-t2", str(run_dir / "checkpoint_2026-01-01_00-00-01"), 2))

@@ -1,6 +1,7 @@
 """What the sweep tells MLflow after ``Tuner.fit``: Tune's verdict per trial against runs in a real
-SQLite MLflow store. Tune's ResultGrid is given as the data it carries (path, error, metrics, and
-the trials' Tune status), so each case is exact rather than left to scheduling luck."""
+SQLite MLflow store. The verdicts are given as the data ``tune_verdicts`` reads from a ResultGrid
+(status, error, last report), so each case is exact rather than left to scheduling luck; reading
+them from a real ResultGrid is tested in test_sweep_ray.py."""
 
 from __future__ import annotations
 
@@ -9,20 +10,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from xdlm.checkpoint import RUN_RECORD
 from xdlm.tracking.runs import make_client, start_run
-from xdlm.train.launch import RUN_RECORD
 from xdlm.tune import layout
-from xdlm.tune.settle import settle_trials
-
-
-class ResultGrid(list):
-    """Tune's ResultGrid as settle_trials reads it: iterable results plus the trials' statuses."""
-
-    def __init__(self, trials: dict[str, dict]):
-        super().__init__(SimpleNamespace(path=f"/tune/{tid}", error=t.get("error"), metrics=t.get("last", {}))
-                         for tid, t in trials.items())
-        self._experiment_analysis = SimpleNamespace(
-            trials=[SimpleNamespace(trial_id=tid, status=t["tune"]) for tid, t in trials.items()])
+from xdlm.tune.settle import TuneVerdict, settle_trials
 
 
 @pytest.fixture
@@ -62,16 +53,16 @@ def test_tune_verdict_overrides_what_a_torn_down_trial_wrote(sweep):
         "f0": add_trial("f", "FAILED"),
         "f": add_trial("f", "FINISHED", {"val/nelbo": 4.5}, segment=1),
     }
-    grid = ResultGrid({
-        "a": {"tune": "TERMINATED", "last": {"step": 4}},
-        "b": {"tune": "TERMINATED", "last": {"step": 2}},
-        "c": {"tune": "TERMINATED"},
-        "d": {"tune": "TERMINATED"},
-        "e": {"tune": "ERROR", "error": RuntimeError("boom")},
-        "f": {"tune": "TERMINATED"},
-    })
+    verdicts = {
+        "a": TuneVerdict("TERMINATED", last={"step": 4}),
+        "b": TuneVerdict("TERMINATED", last={"step": 2}),
+        "c": TuneVerdict("TERMINATED"),
+        "d": TuneVerdict("TERMINATED"),
+        "e": TuneVerdict("ERROR", RuntimeError("boom")),
+        "f": TuneVerdict("TERMINATED"),
+    }
     spec = SimpleNamespace(name="s", metric="val/nelbo", mode="min")
-    outcome = settle_trials(state, spec, grid)
+    outcome = settle_trials(state, spec, verdicts)
 
     assert outcome.statuses == {"a": "stopped_early", "b": "stopped_early", "c": "completed",
                                 "d": "completed", "e": "error", "f": "completed"}
@@ -92,3 +83,21 @@ def test_tune_verdict_overrides_what_a_torn_down_trial_wrote(sweep):
     assert parent.data.metrics["sweep/trials_completed"] == 3
     assert parent.data.metrics["best/val/nelbo"] == 4.0
     assert not outcome.interrupted
+
+
+def test_an_interrupted_sweep_leaves_its_unfinished_trials_resumable(sweep):
+    """Ctrl-C: a running trial (saved by Tune as PENDING) and one PBT had paused are interrupted,
+    not stopped early; one that never started makes the sweep interrupted too."""
+    state, add_trial, client = sweep
+    runs = {"a": add_trial("a", "RUNNING"), "b": add_trial("b", "RUNNING"),
+            "c": add_trial("c", "FINISHED", {"val/nelbo": 4.0})}
+    verdicts = {"a": TuneVerdict("PENDING", last={"step": 2}), "b": TuneVerdict("PAUSED"),
+                "c": TuneVerdict("TERMINATED"), "d": TuneVerdict("PENDING")}
+    outcome = settle_trials(state, SimpleNamespace(name="s", metric="val/nelbo", mode="min"), verdicts)
+
+    assert outcome.statuses == {"a": "interrupted", "b": "interrupted", "c": "completed"}
+    assert outcome.interrupted
+    for key in ("a", "b"):
+        run = client.get_run(runs[key])
+        assert run.info.status == "KILLED" and "xdlm.stopped_at_step" not in run.data.tags
+    assert client.get_run(state["parent_run_id"]).data.metrics["sweep/trials_interrupted"] == 2

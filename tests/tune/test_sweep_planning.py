@@ -47,11 +47,11 @@ def test_searchers_carry_the_concurrency_limit_and_sample_the_space(write_sweep)
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from xdlm.tune.runner import build_search_alg
+    from xdlm.tune.algorithms import build_search_alg
     from xdlm.tune.space import param_space
-    from xdlm.tune.spec import load_sweep
+    from xdlm.tune.sweep import load_sweep
 
-    grid = load_sweep(write_sweep())
+    grid = load_sweep(write_sweep()).spec
     generator = build_search_alg(grid, 2)
     assert isinstance(generator, BasicVariantGenerator) and generator.max_concurrent == 2
 
@@ -59,7 +59,7 @@ def test_searchers_carry_the_concurrency_limit_and_sample_the_space(write_sweep)
         "diffusion.k": {"kind": "choice", "values": [0.0, 0.1, 1.0]},
         "optim.lr": {"kind": "loguniform", "low": 1e-4, "high": 1e-2},
         "diffusion.schedule_params.eps": {"kind": "quniform", "low": 1e-3, "high": 1e-2, "q": 1e-3},
-    }))
+    })).spec
     searcher = build_search_alg(bayes, 1)
     assert isinstance(searcher, ConcurrencyLimiter) and searcher.max_concurrent == 1
     assert searcher.set_search_properties("val/nelbo", "min", param_space(bayes))
@@ -69,11 +69,10 @@ def test_searchers_carry_the_concurrency_limit_and_sample_the_space(write_sweep)
 
 
 def test_asha_defaults_to_the_first_evaluation_and_the_trial_length(write_sweep):
-    from xdlm.tune.runner import build_scheduler
-    from xdlm.tune.space import validate_space_against_job
-    from xdlm.tune.spec import load_sweep
+    from xdlm.tune.algorithms import build_scheduler
+    from xdlm.tune.sweep import load_sweep
 
-    spec = load_sweep(write_sweep(scheduler={"kind": "asha"}))
-    scheduler = build_scheduler(spec, validate_space_against_job(spec))
+    sweep = load_sweep(write_sweep(scheduler={"kind": "asha"}))
+    scheduler = build_scheduler(sweep.spec, sweep.job)
     assert scheduler._max_t == 6 and scheduler._time_attr == "step"
     assert min(milestone for milestone, _ in scheduler._brackets[0]._rungs) == 2  # grace = eval_every

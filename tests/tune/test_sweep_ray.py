@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from xdlm.tune import layout
-from xdlm.tune.runner import resume_sweep, run_sweep
+from xdlm.tune.runner import resume_sweep, run_sweep, trial_dirname
+from xdlm.tune.settle import UNFINISHED, tune_verdicts
 
 pytestmark = pytest.mark.slow
 
@@ -84,8 +85,7 @@ def test_pbt_bottom_trial_continues_from_the_top_trials_checkpoint(ray_session, 
     both finish; MLflow shows the lineage."""
     from mlflow import MlflowClient
 
-    from xdlm.train.checkpoint import read_checkpoint
-    from xdlm.train.restore import latest_checkpoint
+    from xdlm.checkpoint import latest_checkpoint, read_checkpoint
 
     path = write_sweep("pbt", base_overrides=("train.steps=8",),
                        space={"optim.lr": {"kind": "grid", "values": [3e-3, 1e-7]}},
@@ -155,8 +155,7 @@ def test_failed_trials_are_retried_from_their_checkpoint_up_to_the_limit(ray_ses
 
     from mlflow import MlflowClient
 
-    from xdlm.train.checkpoint import read_checkpoint
-    from xdlm.train.restore import latest_checkpoint
+    from xdlm.checkpoint import latest_checkpoint, read_checkpoint
 
     path = write_sweep("retry", base_overrides=("train.steps=8",), trial_max_failures=1, resources=ONE_AT_A_TIME,
                        space={"diffusion.k": {"kind": "grid", "values": [0.0, 1.0]}})
@@ -281,3 +280,33 @@ def test_a_sweep_that_cannot_place_one_trial_fails_fast(ray_session, write_sweep
         run_sweep(path)
     assert time.monotonic() - started < 15
     assert not (tmp_path / "runs" / "sweeps" / "too-big").exists()
+
+
+def test_tune_verdicts_read_a_real_result_grid(ray_session, tmp_path):
+    """Tune's verdict on a finished, an errored and an interrupted trial, read from a real
+    ResultGrid through public API. The interrupt is Tune's own Ctrl-C path (it also listens for
+    SIGUSR1); after it, the trial objects behind the ResultGrid say TERMINATED for the trial that
+    was running, so reading them would report it stopped early instead of resumable."""
+    from ray import tune
+
+    def trainable(config):
+        if config["what"] == "fail":
+            raise RuntimeError("boom")
+        tune.report({"step": 1})
+        if config["what"] == "interrupt":
+            os.kill(config["driver_pid"], signal.SIGUSR1)
+            time.sleep(60)  # torn down by Tune when it stops the experiment
+
+    results = tune.Tuner(
+        tune.with_resources(trainable, {"CPU": 1}),
+        param_space={"what": tune.grid_search(["finish", "fail", "interrupt"]), "driver_pid": os.getpid()},
+        tune_config=tune.TuneConfig(max_concurrent_trials=1, trial_dirname_creator=trial_dirname),
+        run_config=tune.RunConfig(name=layout.TUNE_DIR, storage_path=str(tmp_path), verbose=0),
+    ).fit()
+    what = {Path(result.path).name: result.config["what"] for result in results}
+    verdicts = {what[trial_id]: verdict for trial_id, verdict in tune_verdicts(results).items()}
+    assert set(verdicts) == {"finish", "fail", "interrupt"}
+    assert verdicts["finish"].status == "TERMINATED" and verdicts["finish"].error is None
+    assert verdicts["finish"].last["step"] == 1
+    assert verdicts["fail"].status == "ERROR" and "boom" in str(verdicts["fail"].error)
+    assert verdicts["interrupt"].status in UNFINISHED and verdicts["interrupt"].last["step"] == 1

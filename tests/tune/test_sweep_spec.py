@@ -6,34 +6,34 @@ from pathlib import Path
 
 import pytest
 
-from xdlm.config import ConfigError
-from xdlm.tune.space import apply_params, validate_space_against_job
-from xdlm.tune.spec import load_sweep
+from xdlm.config import ConfigError, load_job, to_dict
+from xdlm.eval import metric_names
+from xdlm.tune.metrics import check_metric, final_metrics
+from xdlm.tune.space import apply_params
+from xdlm.tune.spec import load_spec
+from xdlm.tune.sweep import load_sweep
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml")))
 def test_the_repository_sweeps_are_valid(name):
-    spec = load_sweep(REPO / "sweeps" / f"{name}.yaml")
-    assert spec.name == name and spec.space
-    validate_space_against_job(spec)
+    sweep = load_sweep(REPO / "sweeps" / f"{name}.yaml")
+    assert sweep.spec.name == name and sweep.spec.space
 
 
 def test_quick_k_searches_the_four_k(write_sweep):
-    spec = load_sweep(REPO / "sweeps" / "quick_k.yaml")
-    assert spec.space["diffusion.k"].values == [0.0, 0.1, 0.5, 1.0]
-    job = validate_space_against_job(spec)
-    assert job.model.size == "tiny" and job.cluster.num_workers == 1
+    sweep = load_sweep(REPO / "sweeps" / "quick_k.yaml")
+    assert sweep.spec.space["diffusion.k"].values == [0.0, 0.1, 0.5, 1.0]
+    assert sweep.job.model.size == "tiny" and sweep.job.cluster.num_workers == 1
 
 
 def test_pbt_lr_builds_the_population_based_scheduler():
     from ray.tune.schedulers import PopulationBasedTraining
 
-    from xdlm.tune.runner import build_scheduler
+    from xdlm.tune.algorithms import build_scheduler
 
-    spec = load_sweep(REPO / "sweeps" / "pbt_lr.yaml")
-    job = validate_space_against_job(spec)
+    spec, job = (sweep := load_sweep(REPO / "sweeps" / "pbt_lr.yaml")).spec, sweep.job
     scheduler = build_scheduler(spec, job)
     assert isinstance(scheduler, PopulationBasedTraining)
     assert scheduler._perturbation_interval == 50 and scheduler._time_attr == "step"
@@ -42,8 +42,8 @@ def test_pbt_lr_builds_the_population_based_scheduler():
 
 
 def test_overrides_and_resources_reach_the_base_job(write_sweep):
-    spec = load_sweep(write_sweep(), ["search.num_samples=3", "budget.trial_tokens=512"])
-    job = validate_space_against_job(spec)
+    sweep = load_sweep(write_sweep(), ["search.num_samples=3", "budget.trial_tokens=512"])
+    spec, job = sweep.spec, sweep.job
     assert spec.search.num_samples == 3
     assert job.cluster.num_workers == 1 and job.cluster.cpus_per_worker == 0.8
     assert job.train.steps == 2  # 512 tokens / (8 x 32 tokens per step)
@@ -94,18 +94,39 @@ def test_bad_specs_fail_before_anything_starts(write_sweep, spec, overrides, mes
 
 
 def test_metrics_reported_only_at_the_end_are_fine_with_fifo(write_sweep):
-    spec = load_sweep(write_sweep(metric="gen/entropy_2steps"))
-    assert spec.scheduler.kind == "fifo"
+    sweep = load_sweep(write_sweep(metric="gen/entropy_2steps"))
+    assert sweep.spec.scheduler.kind == "fifo"
+
+
+def test_a_sweep_metric_is_named_as_training_names_it():
+    """The names a sweep accepts are the ones training logs (xdlm.eval.metric_names); a backbone
+    the sampler cannot draw from reports no generation metrics, so a sweep cannot ask for them."""
+    job = load_job(None, ["data.eval_sets=[stdlib-test]", "eval.sample_steps=[8]", "eval.evaluator=gpt2"])
+    assert final_metrics(job) == [metric_names.UNIGRAM_PPL, "zeroshot/stdlib-test/nelbo", "zeroshot/stdlib-test/ppl",
+                                  "gen/entropy_8steps", "gen/ppl_8steps"]
+    causal = load_job(None, ["model.backbone=causal_dit", "data.eval_sets=[]", "eval.sample_steps=[8]"])
+    assert final_metrics(causal) == [metric_names.UNIGRAM_PPL]
+    with pytest.raises(ConfigError, match=r"no trial reports 'gen/entropy_8steps'"):
+        check_metric("gen/entropy_8steps", causal, early_stopping=False)
+
+
+def test_the_spec_alone_is_checked_without_the_base_job(write_sweep):
+    """load_spec checks the spec's own fields; the value k=2 only fails against the job (load_sweep)."""
+    path = write_sweep(space={"diffusion.k": {"kind": "grid", "values": [0, 2]}})
+    assert load_spec(path).space["diffusion.k"].values == [0, 2]
+    with pytest.raises(ConfigError, match=r"diffusion.k: must be in \[0, 1\]"):
+        load_sweep(path)
+    not_a_mapping = path.with_name("list.yaml")
+    not_a_mapping.write_text("- 1\n")
+    with pytest.raises(ConfigError, match=r"top level of a sweep file must be a mapping"):
+        load_spec(not_a_mapping)
 
 
 def test_bundled_values_set_several_keys_and_replace_schedule_params(write_sweep):
-    spec = load_sweep(write_sweep(space={"diffusion": {"kind": "grid", "values": [
+    job = load_sweep(write_sweep(space={"diffusion": {"kind": "grid", "values": [
         {"schedule": "polynomial", "schedule_params": {"w": 2.0}},
         {"schedule": "geometric", "schedule_params": {"sigma_min": 1e-3, "sigma_max": 10.0}},
-    ]}}, base_overrides=("diffusion.schedule_params={eps: 1e-3}",)))
-    job = validate_space_against_job(spec)
-    from xdlm.config import to_dict
-
+    ]}}, base_overrides=("diffusion.schedule_params={eps: 1e-3}",))).job
     geometric = apply_params(to_dict(job), {"diffusion": {"schedule": "geometric",
                                                           "schedule_params": {"sigma_max": 10.0}}})
     assert geometric.diffusion.schedule_params == {"sigma_max": 10.0}  # no stale eps

@@ -4,15 +4,26 @@ Below both ``train`` (which writes checkpoints) and ``eval`` / ``tune`` (which r
 """
 
 from xdlm.checkpoint.files import (
+    FAILURE_RECORD,
     JOB_FILE,
     RUN_RECORD,
     STATE_FILE,
     read_checkpoint,
     write_checkpoint,
 )
-from xdlm.checkpoint.restore import has_checkpoint, latest_checkpoint, load_model_from_run
+from xdlm.checkpoint.manifest import verify_local, write_manifest
+from xdlm.checkpoint.restore import (
+    NoCompleteCheckpoint,
+    has_checkpoint,
+    latest_checkpoint,
+    load_model_from_run,
+    open_checkpoint,
+    open_newest,
+)
+from xdlm.checkpoint.store import StoredCheckpoint, prune, scan
 
 __all__ = [
-    "JOB_FILE", "RUN_RECORD", "STATE_FILE", "has_checkpoint", "latest_checkpoint",
-    "load_model_from_run", "read_checkpoint", "write_checkpoint",
+    "FAILURE_RECORD", "JOB_FILE", "RUN_RECORD", "STATE_FILE", "NoCompleteCheckpoint", "StoredCheckpoint",
+    "has_checkpoint", "latest_checkpoint", "load_model_from_run", "open_checkpoint", "open_newest", "prune",
+    "read_checkpoint", "scan", "verify_local", "write_checkpoint", "write_manifest",
 ]

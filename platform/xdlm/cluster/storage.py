@@ -18,7 +18,7 @@ def is_local(uri: str) -> bool:
     return "://" not in uri or uri.startswith("file://")
 
 
-def _local_path(uri: str) -> str:
+def local_path(uri: str) -> str:
     return os.path.abspath(os.path.expanduser(uri.removeprefix("file://")))
 
 
@@ -29,7 +29,7 @@ def bucket_and_key(uri: str) -> tuple[str, str]:
     return parsed.netloc, parsed.path.lstrip("/")
 
 
-def _s3():
+def s3_client():
     import boto3
 
     return boto3.client("s3")
@@ -37,10 +37,10 @@ def _s3():
 
 def exists(uri: str) -> bool:
     if is_local(uri):
-        return os.path.exists(_local_path(uri))
+        return os.path.exists(local_path(uri))
     bucket, key = bucket_and_key(uri)
     try:
-        _s3().head_object(Bucket=bucket, Key=key)
+        s3_client().head_object(Bucket=bucket, Key=key)
         return True
     except Exception as err:  # botocore ClientError 404
         if getattr(err, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
@@ -50,19 +50,19 @@ def exists(uri: str) -> bool:
 
 def read_text(uri: str) -> str:
     if is_local(uri):
-        with open(_local_path(uri)) as f:
+        with open(local_path(uri)) as f:
             return f.read()
     bucket, key = bucket_and_key(uri)
-    return _s3().get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+    return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read().decode()
 
 
 def write_text(uri: str, text: str) -> None:
     """Whole-or-nothing write of a small text file."""
     if not is_local(uri):
         bucket, key = bucket_and_key(uri)
-        _s3().put_object(Bucket=bucket, Key=key, Body=text.encode())
+        s3_client().put_object(Bucket=bucket, Key=key, Body=text.encode())
         return
-    path = _local_path(uri)
+    path = local_path(uri)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"
     with open(tmp, "w") as f:
@@ -70,3 +70,15 @@ def write_text(uri: str, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def delete(uri: str) -> None:
+    """Remove a small file; a file that is already gone is fine."""
+    if is_local(uri):
+        try:
+            os.remove(local_path(uri))
+        except FileNotFoundError:
+            pass
+        return
+    bucket, key = bucket_and_key(uri)
+    s3_client().delete_object(Bucket=bucket, Key=key)

@@ -9,6 +9,7 @@ state (DDP keeps it in ``state.pt``; ZeRO shards it, one file per rank, beside `
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Any
 
 import torch
@@ -48,12 +49,18 @@ class DDPEngine:
     def zero_grad(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
 
-    def step(self) -> float:
+    def step(self, skip_nonfinite: bool = False) -> float:
+        """Clip, update, advance the schedule; returns the gradient norm before clipping.
+        ``skip_nonfinite``: with a NaN/inf norm, drop the gradients instead of applying them
+        (the schedule still advances: it counts steps, not updates)."""
         clip = self.grad_clip if self.grad_clip > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), clip)
-        self.optimizer.step()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.module.parameters(), clip))
+        if skip_nonfinite and not math.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+        else:
+            self.optimizer.step()
         self.scheduler.step()
-        return float(grad_norm)
+        return grad_norm
 
     def lr(self) -> float:
         """The learning rate the last step used (read from the optimizer: PBT's
@@ -123,7 +130,8 @@ class DeepSpeedEngine(DDPEngine):
     def zero_grad(self) -> None:
         pass  # the engine zeroes after its own update
 
-    def step(self) -> float:
+    def step(self, skip_nonfinite: bool = False) -> float:
+        # The engine already updated inside backward(); it cannot skip after the fact.
         grad_norm = self.engine.get_global_grad_norm()
         return float(grad_norm) if grad_norm is not None else float("nan")
 

@@ -13,11 +13,13 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any
 
-from xdlm.checkpoint import JOB_FILE, RUN_RECORD, STATE_FILE
+from xdlm.checkpoint import FAILURE_RECORD, JOB_FILE, RUN_RECORD, NoCompleteCheckpoint, scan
+from xdlm.checkpoint.manifest import MANIFEST
 from xdlm.cluster import storage
 from xdlm.cluster.ray_session import check_resources, ensure_ray
+from xdlm.cluster.run_lock import acquire
 from xdlm.config import ConfigError, JobConfig, from_dict, to_dict, to_yaml
-from xdlm.errors import UserError
+from xdlm.errors import RunFailed, UserError
 from xdlm.tracking.logger import RunLogger
 from xdlm.tracking.runs import close_stale_runs, ensure_experiment, make_client, start_run
 from xdlm.train.loop import train_loop_per_worker
@@ -121,41 +123,78 @@ def open_mlflow_run(job: JobConfig, tracking_uri: str, record: dict | None, pare
 def run_training(job: JobConfig, resume: bool = False, parent_run_id: str | None = None,
                  tracking: bool = True, extra_callbacks: list | None = None,
                  fault: dict | None = None, init_checkpoint: str | None = None,
-                 tags: dict[str, Any] | None = None) -> TrainOutcome:
+                 tags: dict[str, Any] | None = None, take_over: bool = False) -> TrainOutcome:
     """Run ``job`` on Ray Train (local Ray unless cluster.address / RAY_ADDRESS) to completion.
 
     ``init_checkpoint``: a checkpoint directory of *another* run to start from when this run has
     none of its own (weights, EMA, optimizer moments, step and data position; this job's
     hyperparameters). Sweeps use it for Population Based Training's exploit step.
     ``tags``: set on the MLflow run when it opens (sweeps name the trial there).
+    ``take_over``: take the run's lock over from a process that is gone (``cluster.run_lock``).
+
+    Raises ``UserError`` for anything wrong with the request, before Ray starts, and
+    ``RunFailed`` when the workers stopped the run on purpose (a non-finite loss).
     """
+    import ray.train
+
+    job.validate()
+    check_run_dir(job, resume)  # refuse early, before anything is written
+    if init_checkpoint is not None and not storage.exists(f"{init_checkpoint}/{MANIFEST}"):
+        raise UserError(f"init_checkpoint: no complete checkpoint at {init_checkpoint} (no {MANIFEST} there)")
+    address = job.cluster.address or os.environ.get("RAY_ADDRESS")
+    preflight(job, tracking_uri_of(job) if tracking else None, address, ray_running=ray.is_initialized())
+
+    run_dir = job.run_dir()
+    lock = acquire(run_dir, job.name, take_over=take_over)
+    try:
+        record = check_run_dir(job, resume)  # again: the name is ours only now
+        announce_resume(job, record, run_dir)
+        return _train_locked(job, record, run_dir, parent_run_id, tracking, extra_callbacks, fault,
+                             init_checkpoint, tags)
+    finally:
+        lock.release()
+        if storage.is_local(run_dir) and os.path.isdir(run_dir) and not os.listdir(run_dir):
+            os.rmdir(run_dir)  # a refused request leaves nothing behind
+
+
+def announce_resume(job: JobConfig, record: dict | None, run_dir: str) -> None:
+    """Say which step a resume continues from: the newest complete checkpoint on storage,
+    whatever Ray recorded.  A run that has checkpoints but none complete is an error, never a
+    fresh start."""
+    if record is None:
+        return
+    complete, broken = scan(run_dir)
+    if complete:
+        print(f"xdlm: resuming run {job.name!r} from step {complete[0].step} ({complete[0].name})", flush=True)
+        return
+    if broken:
+        raise NoCompleteCheckpoint(f"--resume: run {job.name!r} has checkpoints but none is complete: "
+                                   + "; ".join(f"{n}: {p}" for n, p in sorted(broken.items())))
+    print(f"xdlm: run {job.name!r} has no checkpoint yet: it starts again from step 0", flush=True)
+
+
+def _train_locked(job, record, run_dir, parent_run_id, tracking, extra_callbacks, fault, init_checkpoint,
+                  tags) -> TrainOutcome:
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    job.validate()
-    record = check_run_dir(job, resume)
-    if init_checkpoint is not None:
-        if not storage.exists(f"{init_checkpoint}/{STATE_FILE}"):
-            raise UserError(f"init_checkpoint: no checkpoint at {init_checkpoint} (no {STATE_FILE} there)")
-    address = job.cluster.address or os.environ.get("RAY_ADDRESS")
-    preflight(job, tracking_uri_of(job) if tracking else None, address, ray_running=ray.is_initialized())
     ensure_ray(job.cluster.address, object_store_memory_mb=job.cluster.object_store_memory_mb)
     check_resources(job.cluster.num_workers, job.cluster.cpus_per_worker, job.cluster.use_gpu)
 
-    run_dir = job.run_dir()
     tracking_uri = default_tracking_uri(job) if tracking else None
     run_id, logger = open_mlflow_run(job, tracking_uri, record, parent_run_id, tags) if tracking else (None, None)
     if record is None:
         storage.write_text(f"{run_dir}/{RUN_RECORD}", json.dumps(
             {"name": job.name, "mlflow_run_id": run_id, "tracking_uri": tracking_uri, "job": to_dict(job)}, indent=2))
     storage.write_text(f"{run_dir}/{JOB_FILE}", to_yaml(job))
+    storage.delete(f"{run_dir}/{FAILURE_RECORD}")  # from an earlier attempt
 
     spill_dir = os.path.join(os.path.abspath(job.cluster.storage_path), job.name, "mlflow_spill") \
         if storage.is_local(job.cluster.storage_path) else None
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"job": to_dict(job), "run_id": run_id, "tracking_uri": tracking_uri, "spill_dir": spill_dir,
-                           "fault": fault, "init_checkpoint": init_checkpoint},
+        train_loop_config={"job": to_dict(job), "run_dir": run_dir, "run_id": run_id, "tracking_uri": tracking_uri,
+                           "spill_dir": spill_dir, "fault": fault, "init_checkpoint": init_checkpoint},
         scaling_config=ray.train.ScalingConfig(
             num_workers=job.cluster.num_workers, use_gpu=job.cluster.use_gpu,
             resources_per_worker={"CPU": job.cluster.cpus_per_worker, **({"GPU": 1} if job.cluster.use_gpu else {})},
@@ -165,7 +204,9 @@ def run_training(job: JobConfig, resume: bool = False, parent_run_id: str | None
             storage_path=job.cluster.storage_path if "://" in job.cluster.storage_path
             else os.path.abspath(os.path.expanduser(job.cluster.storage_path)),
             failure_config=ray.train.FailureConfig(max_failures=job.cluster.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=job.train.keep_checkpoints),
+            # retention is ours (xdlm.checkpoint.prune): Ray would delete an older good
+            # checkpoint before knowing whether the new one is whole
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=None),
             callbacks=extra_callbacks or None,
         ),
     )
@@ -176,14 +217,33 @@ def run_training(job: JobConfig, resume: bool = False, parent_run_id: str | None
             # SystemExit is how Ray Tune stops a trial (e.g. ASHA): stopped, not failed.
             logger.close("KILLED" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "FAILED")
         raise
-    checkpoint = result.checkpoint.path if result.checkpoint is not None else None
+    failure = f"{run_dir}/{FAILURE_RECORD}"
+    if storage.exists(failure):
+        reason = json.loads(storage.read_text(failure))["reason"]
+        if logger is not None:
+            logger.set_tags({"xdlm.failure": reason})
+            logger.close("FAILED")
+        raise RunFailed(f"run {job.name!r} stopped at {reason}")
+    complete, _ = scan(run_dir)
+    checkpoint = complete[0].uri if complete else None
     metrics: dict[str, Any] = dict(result.metrics or {})
     if logger is not None:
         if checkpoint:
             logger.set_tags({"xdlm.final_checkpoint": checkpoint})
         logger.close("FINISHED")
-        metrics.update(make_client(tracking_uri).get_run(run_id).data.metrics)
+        metrics.update(final_metrics_from_mlflow(tracking_uri, run_id))
     return TrainOutcome(run_dir, run_id, tracking_uri, checkpoint, metrics)
+
+
+def final_metrics_from_mlflow(tracking_uri: str, run_id: str) -> dict[str, float]:
+    """The run's latest metrics, or {} when the tracker is down: the run's outcome does not
+    depend on the tracker being up at the end (what could not be delivered is spilled)."""
+    try:
+        return dict(make_client(tracking_uri).get_run(run_id).data.metrics)
+    except Exception as err:
+        print(f"xdlm: the tracking server did not answer after training ({str(err).splitlines()[0]}); "
+              "the run itself finished: its checkpoints are complete", flush=True)
+        return {}
 
 
 def latest_samples(tracking_uri: str, run_id: str, max_chars: int = 1500) -> str | None:

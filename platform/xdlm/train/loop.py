@@ -9,11 +9,18 @@ One optimizer step:
 Every random draw of a step is seeded from (train.seed, step, rank, accumulation step) and the
 data order from data.seed and the iterator's saved position, so a resumed run replays exactly
 what an uninterrupted one would have done; that is why checkpoints hold no RNG states.
+
+A (re)started worker resumes from the newest complete checkpoint on storage, whatever Ray's own
+record says (``xdlm.checkpoint.open_newest``).  A non-finite gradient norm is skipped or stops
+the run (``train.on_nonfinite``); a run stopped that way, or one whose weights went non-finite,
+writes no checkpoint and ends FAILED with the step and the reason.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import tempfile
 import time
@@ -23,7 +30,16 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
-from xdlm.checkpoint import read_checkpoint, write_checkpoint
+from xdlm.checkpoint import (
+    FAILURE_RECORD,
+    open_checkpoint,
+    open_newest,
+    prune,
+    read_checkpoint,
+    write_checkpoint,
+    write_manifest,
+)
+from xdlm.cluster import storage
 from xdlm.config import JobConfig, from_dict, to_yaml
 from xdlm.data.build import build_datasets
 from xdlm.diffusion import time_sampling
@@ -75,6 +91,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     tracker = WorkerTracker.for_rank(state.rank, loop_config, count_parameters(state.model), state.data.summary())
     progress = Progress(job.train.steps, start_step=counters.step, enabled=state.rank == 0)
     started = time.monotonic()
+    nonfinite_in_a_row = 0
 
     while counters.step < job.train.steps:
         step = counters.step
@@ -98,9 +115,18 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 loss = state.objective(engine.forward_model, x0, t, noise)
             engine.backward(loss)
             step_loss += loss.detach().item() / accum
-        # 3. update: clip, AdamW, LR schedule, EMA
-        grad_norm = engine.step()
-        state.ema.update(state.model)
+        # 3. update: clip, AdamW, LR schedule, EMA (a non-finite step is skipped or stops the run)
+        grad_norm = engine.step(skip_nonfinite=job.train.on_nonfinite == "skip")
+        nonfinite = any_worker(not (math.isfinite(grad_norm) and math.isfinite(step_loss)))
+        nonfinite_in_a_row = nonfinite_in_a_row + 1 if nonfinite else 0
+        if nonfinite and (job.train.on_nonfinite == "stop" or nonfinite_in_a_row >= job.train.max_nonfinite_steps):
+            stop_failed(state, loop_config, f"step {step + 1}: non-finite loss {step_loss} / gradient norm "
+                        f"{grad_norm} ({nonfinite_in_a_row} step(s) in a row; train.on_nonfinite="
+                        f"{job.train.on_nonfinite})")
+            tracker.close()
+            return
+        if not nonfinite:
+            state.ema.update(state.model)
         counters.step += 1
         counters.tokens += tokens_per_step
 
@@ -129,8 +155,13 @@ def train_loop_per_worker(loop_config: dict) -> None:
             tracker.log_samples(state)
             progress.note(f"{metric_names.nelbo()} {metrics[metric_names.nelbo()]:.3f}  "
                           f"{metric_names.ppl()} {metrics[metric_names.ppl()]:.1f}")
+        if checkpoint_now and any_worker(not weights_finite(state.model)):
+            stop_failed(state, loop_config, f"step {counters.step}: the weights are no longer finite; "
+                        "no checkpoint written (lower optim.lr, or check the data)")
+            tracker.close()
+            return
         if evaluate_now or checkpoint_now:
-            report(state, metrics, with_checkpoint=checkpoint_now)
+            report(state, metrics, with_checkpoint=checkpoint_now, run_dir=loop_config["run_dir"])
         if out_of_time:
             progress.note(f"train.max_time_s reached at step {counters.step}: stopping with a checkpoint")
             break
@@ -157,12 +188,16 @@ def setup_worker(loop_config: dict) -> WorkerState:
     batches = data.train_batches(job.train.micro_batch, rank=rank, world_size=world)  # data.seed orders them
     counters = Counters()
 
-    restored = ray.train.get_checkpoint()
-    adopted = restored is None and bool(loop_config.get("init_checkpoint"))
-    if adopted:
-        restored = ray.train.Checkpoint(loop_config["init_checkpoint"])
-    with restored.as_directory() if restored is not None else contextlib.nullcontext() as directory:
+    with contextlib.ExitStack() as stack:
+        found = stack.enter_context(open_newest(loop_config["run_dir"]))
+        adopted = found is None and bool(loop_config.get("init_checkpoint"))
+        directory = found[0] if found is not None else None
+        if adopted:
+            directory = stack.enter_context(open_checkpoint(loop_config["init_checkpoint"]))
         saved = read_checkpoint(directory) if directory is not None else None
+        if not same_on_every_worker(saved["counters"]["step"] if saved else -1):
+            raise RuntimeError("workers found different newest checkpoints on storage; is another "
+                               "process writing to this run?")
         if saved is not None:
             model.load_state_dict(saved["model"])
             ema.load_state_dict(saved["ema"])
@@ -176,6 +211,26 @@ def setup_worker(loop_config: dict) -> WorkerState:
             ema.adopt_decay(job.optim.ema, model)
     return WorkerState(job, rank, world, device, data, process, make_objective(job, process), model, ema,
                        engine, batches, counters)
+
+
+def weights_finite(model: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def same_on_every_worker(value: int) -> bool:
+    values = torch.tensor([float(value), -float(value)])
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(values, op=dist.ReduceOp.MAX)
+    return bool(values[0] == -values[1])
+
+
+def stop_failed(state: WorkerState, loop_config: dict, reason: str) -> None:
+    """End this run on purpose: rank 0 records why (the driver ends the MLflow run FAILED with
+    it); every rank returns without a checkpoint, so nothing non-finite becomes the latest."""
+    if state.rank == 0:
+        storage.write_text(f"{loop_config['run_dir']}/{FAILURE_RECORD}",
+                           json.dumps({"step": state.counters.step, "reason": reason}))
+        print(f"xdlm: stopping the run: {reason}", flush=True)
 
 
 def maybe_inject_fault(fault: dict | None, step: int, rank: int, world: int) -> None:
@@ -201,9 +256,12 @@ def validate(state: WorkerState) -> dict[str, float]:
     return {metric_names.nelbo(): nelbo, metric_names.ppl(): perplexity(nelbo)}
 
 
-def report(state: WorkerState, metrics: dict[str, float], with_checkpoint: bool) -> None:
+def report(state: WorkerState, metrics: dict[str, float], with_checkpoint: bool, run_dir: str) -> None:
     """Every rank reports (it is a barrier). Rank 0 writes ``state.pt``; with a sharded
-    optimizer (ZeRO) every rank also writes its shard, and Ray merges them into one checkpoint."""
+    optimizer (ZeRO) every rank also writes its shard, and Ray merges them into one checkpoint.
+    Each writing rank's manifest comes last.  Once the report returns the new checkpoint is on
+    storage; only then does rank 0 delete checkpoints beyond ``train.keep_checkpoints`` (never
+    the newest complete one)."""
     data_states = [None] * state.world
     if dist.is_initialized():
         dist.all_gather_object(data_states, state.batches.state_dict())
@@ -223,5 +281,9 @@ def report(state: WorkerState, metrics: dict[str, float], with_checkpoint: bool)
                 **engine.state_dict(),
                 "data": data_states,
                 "counters": vars(state.counters).copy(),
-            }, to_yaml(state.job))
+            }, to_yaml(state.job), ranks=state.world if engine.shards_optimizer else 1)
+        else:
+            write_manifest(directory, rank=state.rank, step=state.counters.step)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+    if state.rank == 0:
+        prune(run_dir, state.job.train.keep_checkpoints)

@@ -13,12 +13,18 @@ from xdlm.eval.generation import generate
 from xdlm.eval.suite import generation_metrics, likelihood_metrics
 from xdlm.models import backbone_info
 from xdlm.tracking.logger import RunLogger
+from xdlm.tracking.runs import make_client
 from xdlm.train.state import WorkerState
 
 
 class WorkerTracker:
-    def __init__(self, logger: RunLogger | None = None) -> None:
+    """Rank 0's MLflow logger.  After a restart the steps between the checkpoint and the crash
+    are replayed (bit for bit); ``logged_up_to`` holds, per metric, the last step MLflow already
+    has, and those steps are not logged twice."""
+
+    def __init__(self, logger: RunLogger | None = None, logged_up_to: dict[str, int] | None = None) -> None:
         self.logger = logger
+        self.logged_up_to = logged_up_to or {}
 
     @classmethod
     def for_rank(cls, rank: int, loop_config: dict, params: dict, data_summary: dict) -> WorkerTracker:
@@ -26,13 +32,22 @@ class WorkerTracker:
         if rank != 0 or not run_id or not uri:
             return cls(None)
         logger = RunLogger(uri, run_id, spill_dir=loop_config.get("spill_dir"), install_handlers=False)
-        logger.log_metrics({"params/total": params["total"], "params/non_embedding": params["non_embedding"]}, 0)
+        tracker = cls(logger, logged_steps(uri, run_id))
+        tracker.log_metrics({"params/total": params["total"], "params/non_embedding": params["non_embedding"]}, 0)
         logger.log_dict(data_summary, "data_summary.json")
-        return cls(logger)
+        return tracker
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        if self.logger is None:
+            return
+        fresh = {k: v for k, v in metrics.items() if step > self.logged_up_to.get(k, -1)}
+        if fresh:
+            self.logger.log_metrics(fresh, step)
+
+    def close(self) -> None:
+        """Deliver what is queued without a final evaluation (a run stopped on purpose)."""
         if self.logger is not None:
-            self.logger.log_metrics(metrics, step)
+            self.logger.close(status=None)
 
     def log_samples(self, state: WorkerState) -> None:
         """A few samples as a text artifact, drawn with the EMA weights at the fewest eval steps."""
@@ -59,6 +74,17 @@ class WorkerTracker:
         self.logger.log_dict(metrics, "final_metrics.json")
         self.logger.close(status=None)  # the driver ends the run
         return metrics
+
+
+def logged_steps(tracking_uri: str, run_id: str) -> dict[str, int]:
+    """{metric: last step MLflow has} for a run that is resumed; {} for a new run, or when the
+    tracker cannot tell (then a replayed step may be logged twice: better than not at all)."""
+    try:
+        client = make_client(tracking_uri)
+        keys = client.get_run(run_id).data.metrics
+        return {key: max(m.step for m in client.get_metric_history(run_id, key)) for key in keys}
+    except Exception:
+        return {}
 
 
 def final_evaluation(state: WorkerState) -> dict[str, float]:

@@ -26,7 +26,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
+from ray import tune
 from ray.train.v2.api.callback import UserCallback
+from ray.util.queue import Empty, Queue
 
 POINTER_FILE = "xdlm_checkpoint_pointer.json"
 POLL_S = 0.2
@@ -73,8 +75,6 @@ class ReportChannel(UserCallback):
 
 
 def report_to_tune(item: dict[str, Any], trial_id: str, run_name: str, last_step: int) -> None:
-    from ray import tune
-
     metrics = item["metrics"]
     step = metrics.get("step")
     if step is not None and step >= last_step:
@@ -91,8 +91,6 @@ def report_to_tune(item: dict[str, Any], trial_id: str, run_name: str, last_step
 def fit_reporting_to_tune(fit: Callable[[list], T], trial_id: str, run_name: str, last_step: int) -> T:
     """Call ``fit(callbacks)`` (a Ray Train run to ``last_step``) in a helper thread and forward
     its reports to Tune from this one, the trial function's thread, where ``tune.report`` belongs."""
-    from ray.util.queue import Empty, Queue
-
     queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
     outcome: dict[str, Any] = {}
 

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from xdlm.checkpoint import RUN_RECORD
 from xdlm.config import ConfigError
 
 STATE_FILE = "sweep.json"
@@ -85,6 +86,23 @@ def trial_segments(directory: Path) -> dict[str, list[tuple[Path, dict[str, Any]
         info = json.loads(path.read_text())
         segments.setdefault(info["trial_id"], []).append((path.parent, info))
     return {trial: sorted(runs, key=lambda run: run[1]["segment"]) for trial, runs in sorted(segments.items())}
+
+
+def _run_id(run_dir: Path) -> str | None:
+    path = run_dir / RUN_RECORD
+    return json.loads(path.read_text()).get("mlflow_run_id") if path.is_file() else None
+
+
+def trial_records(directory: Path) -> dict[str, dict[str, Any]]:
+    """trial id -> its current run {run_dir, run_id, done (final payload or None), segment,
+    init_from, replaced (run ids of earlier PBT segments)} for every trial that started."""
+    records = {}
+    for trial_id, runs in trial_segments(directory).items():
+        run_dir, info = runs[-1]
+        records[trial_id] = {"run_dir": str(run_dir), "run_id": _run_id(run_dir), "done": read_done(run_dir),
+                             "segment": info["segment"], "init_from": info.get("init_from"),
+                             "replaced": [run_id for d, _ in runs[:-1] if (run_id := _run_id(d))]}
+    return records
 
 
 def write_state(directory: Path, state: dict[str, Any]) -> None:

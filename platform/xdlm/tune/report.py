@@ -22,10 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from xdlm.config import from_dict
+from xdlm.data.build import build_datasets
+from xdlm.eval import metric_names
+from xdlm.eval.generation import mean_sample_entropy
+from xdlm.tracking.runs import make_client
 from xdlm.tune import layout
 from xdlm.tune.pareto import pareto_front, plot_html, plot_png
-from xdlm.tune.settle import trial_records
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +116,9 @@ def schedule_label(params: dict[str, str]) -> str:
 
 
 def collect_rows(directory: Path, state: dict[str, Any]) -> list[TrialRow]:
-    from xdlm.tracking.runs import make_client
-
     client = make_client(state["tracking_uri"])
     rows = []
-    for trial_id, record in trial_records(directory).items():
+    for trial_id, record in layout.trial_records(directory).items():
         metrics, params, tags, wall = {}, {}, {}, None
         if record["run_id"]:
             run = client.get_run(record["run_id"])
@@ -144,13 +147,13 @@ def report_columns(state: dict[str, Any], rows: list[TrialRow]) -> list[tuple[st
     for key in space_keys:
         if key not in ("diffusion.k", "diffusion.schedule", "diffusion") and not key.startswith("diffusion.schedule_params"):
             columns.append((key, f"param:{key}"))
-    columns.append(("val PPL", "val/ppl"))
+    columns.append(("val PPL", metric_names.ppl()))
     for eval_set in job.data.eval_sets if job.eval.zero_shot else []:
-        columns.append((f"0-shot PPL {eval_set}", f"zeroshot/{eval_set}/ppl"))
+        columns.append((f"0-shot PPL {eval_set}", metric_names.ppl(eval_set)))
     for steps in sorted(job.eval.sample_steps):
-        if any(r.metric(f"gen/ppl_{steps}steps") is not None for r in rows):
-            columns.append((f"gen PPL@{steps}", f"gen/ppl_{steps}steps"))
-        columns.append((f"entropy@{steps}", f"gen/entropy_{steps}steps"))
+        if any(r.metric(metric_names.generative_ppl(steps)) is not None for r in rows):
+            columns.append((f"gen PPL@{steps}", metric_names.generative_ppl(steps)))
+        columns.append((f"entropy@{steps}", metric_names.sample_entropy(steps)))
     columns += [("tokens", "tokens"), ("wall", "wall")]
     return columns
 
@@ -158,14 +161,9 @@ def report_columns(state: dict[str, Any], rows: list[TrialRow]) -> list[tuple[st
 def reference_entropy(job_dict: dict[str, Any], max_blocks: int = 256) -> float | None:
     """Mean per-block unigram entropy (nats) of real validation blocks: what samples should match."""
     try:
-        import torch
-
-        from xdlm.data.build import build_datasets
-        from xdlm.eval.generation import unigram_entropy
-
         data = build_datasets(from_dict(job_dict).data)
         blocks = data.validation.blocks[:max_blocks]
-        return unigram_entropy(torch.as_tensor(blocks.astype("int64")))
+        return mean_sample_entropy(torch.as_tensor(blocks.astype("int64")))
     except Exception as err:  # data not reachable from here (e.g. a cluster-only dataset)
         log.warning("no reference entropy (%s); falling back to raw sample entropy", err)
         return None
@@ -175,14 +173,14 @@ def frontier_axes(rows: list[TrialRow], job_dict: dict[str, Any]):
     """(x values, y values, x label, y label, source note) for the completed trials."""
     job = from_dict(job_dict)
     steps = min(job.eval.sample_steps)
-    x_key = "val/nelbo"
+    x_key = metric_names.nelbo()
     x_label = "val NELBO (nats/token)"
-    if all(r.metric(f"gen/ppl_{steps}steps") is not None for r in rows):
-        ys = [r.metric(f"gen/ppl_{steps}steps") for r in rows]
+    if all(r.metric(metric_names.generative_ppl(steps)) is not None for r in rows):
+        ys = [r.metric(metric_names.generative_ppl(steps)) for r in rows]
         return ([r.metric(x_key) for r in rows], ys, x_label, f"generative PPL at {steps} steps",
                 f"generation axis: generative PPL of {steps}-step samples under the evaluator {job.eval.evaluator}")
     reference = reference_entropy(job_dict)
-    entropies = [r.metric(f"gen/entropy_{steps}steps") for r in rows]
+    entropies = [r.metric(metric_names.sample_entropy(steps)) for r in rows]
     if reference is not None:
         ys = [None if e is None else abs(e - reference) for e in entropies]
         return ([r.metric(x_key) for r in rows], ys, x_label, f"entropy gap at {steps} steps (nats)",
@@ -238,8 +236,6 @@ def build_report(directory: Path, log_to_mlflow: bool = True, echo: bool = False
             writer.writerow([row.trial_id, *(cell(row, key) for _, key in report.columns)])
     report.files["trials.csv"] = str(out / "trials.csv")
     if log_to_mlflow:
-        from xdlm.tracking.runs import make_client
-
         client = make_client(state["tracking_uri"])
         for path in report.files.values():
             client.log_artifact(state["parent_run_id"], path, "report")

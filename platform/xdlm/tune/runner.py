@@ -1,6 +1,6 @@
 """The sweep driver: ``xdlm sweep SWEEP.yaml`` and ``xdlm sweep --resume NAME``.
 
-Order matters, as in ``xdlm train``: the spec is validated without Ray (``load_sweep``), then Ray
+Order matters, as in ``xdlm train``: the sweep is validated without Ray (``load_sweep``), then Ray
 is joined and the concurrency rule is applied (``resources.py``: fail fast when no trial fits),
 and only then is anything written: the sweep directory, the MLflow parent run (trials nest under
 it through the ``mlflow.parentRunId`` tag, which Tune's own MLflow callback would not set), and
@@ -15,50 +15,32 @@ import logging
 import os
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+import ray
+from ray import tune
 
+from xdlm.cluster.ray_session import ensure_ray
 from xdlm.config import ConfigError, JobConfig, from_dict, to_dict, to_yaml
+from xdlm.tracking.logger import RunLogger
+from xdlm.tracking.runs import ensure_experiment, start_run
+from xdlm.train.launch import default_tracking_uri
 from xdlm.tune import layout
+from xdlm.tune.algorithms import build_scheduler, build_search_alg
+from xdlm.tune.report import build_report
 from xdlm.tune.resources import check_pbt_population, max_concurrent_trials, trial_resources
-from xdlm.tune.space import (
-    param_space,
-    pbt_interval,
-    pbt_mutations,
-    scheduler_grace,
-    scheduler_horizon,
-    validate_space_against_job,
-)
-from xdlm.tune.spec import SweepSpec, load_sweep, population_size
+from xdlm.tune.settle import SweepOutcome, settle_trials, tune_verdicts
+from xdlm.tune.space import param_space
+from xdlm.tune.spec import SweepSpec, population_size, spec_from_dict, spec_to_dict, spec_to_yaml
+from xdlm.tune.sweep import load_sweep
+from xdlm.tune.trainable import run_trial
 
 log = logging.getLogger(__name__)
 
 # Trials report at checkpoints without evaluating (no metric there) and finals only at the end;
-# the spec validation has already made sure the metric is reported when it matters.
+# load_sweep has already made sure the metric is reported when it matters.
 DRIVER_ENV = {"TUNE_DISABLE_STRICT_METRIC_CHECKING": "1"}
-
-
-@dataclass
-class SweepOutcome:
-    name: str
-    directory: Path
-    parent_run_id: str
-    tracking_uri: str
-    best_trial_id: str | None
-    statuses: dict[str, str]
-    interrupted: bool = False
-    """Tune returned with trials unfinished (Ctrl-C, sweep time budget): resume to continue."""
-
-
-def spec_to_dict(spec: SweepSpec) -> dict[str, Any]:
-    return OmegaConf.to_container(OmegaConf.structured(spec), resolve=True)  # type: ignore[return-value]
-
-
-def spec_from_dict(data: dict[str, Any]) -> SweepSpec:
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SweepSpec), data))  # type: ignore[return-value]
 
 
 def trial_dirname(trial) -> str:
@@ -71,62 +53,12 @@ def trainable_context(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_trainable(state: dict[str, Any], trainable_cpus: float):
-    from ray import tune
-
-    from xdlm.tune.trainable import run_trial
-
     with_context = tune.with_parameters(run_trial, sweep=trainable_context(state))
     return tune.with_resources(with_context, tune.PlacementGroupFactory([{"CPU": trainable_cpus}]))
 
 
-def build_search_alg(spec: SweepSpec, max_concurrent: int):
-    """The searcher, already limited to ``max_concurrent`` live trials.
-
-    Tune ignores ``TuneConfig.max_concurrent_trials`` (with only a log warning) when handed a
-    ``BasicVariantGenerator`` instance, so the limit is set here, on the generator itself.
-    """
-    if spec.search.algorithm == "optuna":
-        try:
-            from ray.tune.search.optuna import OptunaSearch
-        except ImportError as err:  # pragma: no cover - depends on the environment
-            raise ConfigError(f"search.algorithm: optuna needs the 'optuna' package ({err})") from None
-        from ray.tune.search import ConcurrencyLimiter
-
-        return ConcurrencyLimiter(OptunaSearch(seed=spec.search.seed), max_concurrent=max_concurrent)
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
-    return BasicVariantGenerator(random_state=spec.search.seed, max_concurrent=max_concurrent)
-
-
-def build_scheduler(spec: SweepSpec, job: JobConfig):
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
-
-    if spec.scheduler.kind == "pbt":
-        return PopulationBasedTraining(
-            time_attr=spec.scheduler.time_attr, perturbation_interval=pbt_interval(spec, job),
-            hyperparam_mutations=pbt_mutations(spec), quantile_fraction=spec.scheduler.quantile_fraction,
-            resample_probability=spec.scheduler.resample_probability,
-            synch=spec.scheduler.synch,
-            # checkpoint-only reports (no evaluation) and the clock-less last report are expected
-            require_attrs=False,
-        )
-
-    if spec.scheduler.kind == "asha":
-        return ASHAScheduler(
-            time_attr=spec.scheduler.time_attr, max_t=scheduler_horizon(spec, job),
-            grace_period=scheduler_grace(spec, job), reduction_factor=spec.scheduler.reduction_factor,
-            # at max_t the trial is at its end anyway: stopping it there would kill its final evaluation
-            stop_last_trials=False,
-        )
-    return FIFOScheduler()
-
-
 def plan_concurrency(spec: SweepSpec, job: JobConfig) -> int:
     """Join Ray and apply the concurrency rule (raises when not even one trial fits)."""
-    import ray
-
-    from xdlm.cluster.ray_session import ensure_ray
-
     ensure_ray(job.cluster.address, object_store_memory_mb=job.cluster.object_store_memory_mb)
     need = trial_resources(job, spec.resources.trainable_cpus)
     concurrent = max_concurrent_trials(need, ray.cluster_resources(), spec.max_concurrent_trials)
@@ -137,30 +69,26 @@ def plan_concurrency(spec: SweepSpec, job: JobConfig) -> int:
 
 
 def _tracking(job: JobConfig) -> tuple[str, str]:
-    from xdlm.train.launch import default_tracking_uri
-
     return default_tracking_uri(job), job.tracking.experiment
 
 
 def open_parent_run(state: dict[str, Any], spec: SweepSpec, job: JobConfig, resume: bool):
     """Create (or reopen) the sweep's MLflow run; trials nest under it."""
-    from xdlm.tracking.logger import RunLogger
-    from xdlm.tracking.runs import get_or_create_experiment, make_client, start_run
-
     uri, experiment = state["tracking_uri"], state["experiment"]
-    get_or_create_experiment(make_client(uri), experiment)
+    ensure_experiment(uri, experiment)  # the artifact root training uses too
     tags = {"xdlm.kind": "sweep", "xdlm.sweep": spec.name, "xdlm.sweep.metric": spec.metric,
             "xdlm.sweep.mode": spec.mode, "xdlm.sweep.dir": state["sweep_dir"]}
     run_id = start_run(uri, experiment, spec.name, tags, run_id=state.get("parent_run_id"))
     logger = RunLogger(uri, run_id, install_handlers=True, status_at_exit="KILLED")
     if not resume:
+        as_dict = spec_to_dict(spec)
         logger.log_params({
-            "metric": spec.metric, "mode": spec.mode, "search": spec_to_dict(spec)["search"],
-            "scheduler": spec_to_dict(spec)["scheduler"], "resources": spec_to_dict(spec)["resources"],
-            "budget": spec_to_dict(spec)["budget"], "space_keys": ",".join(spec.space),
+            "metric": spec.metric, "mode": spec.mode, "search": as_dict["search"],
+            "scheduler": as_dict["scheduler"], "resources": as_dict["resources"],
+            "budget": as_dict["budget"], "space_keys": ",".join(spec.space),
             "max_concurrent_trials": state["max_concurrent_trials"],
         })
-        logger.log_text(OmegaConf.to_yaml(OmegaConf.structured(spec)), "sweep/spec.yaml")
+        logger.log_text(spec_to_yaml(spec), "sweep/spec.yaml")
         logger.log_text(to_yaml(job), "sweep/base_job.yaml")
     return run_id, logger
 
@@ -168,8 +96,8 @@ def open_parent_run(state: dict[str, Any], spec: SweepSpec, job: JobConfig, resu
 def run_sweep(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = (),
               address: str | None = None) -> SweepOutcome:
     """Validate, plan, then run a new sweep to the end."""
-    spec = load_sweep(path, overrides)
-    job = validate_space_against_job(spec)
+    sweep = load_sweep(path, overrides)
+    spec, job = sweep.spec, sweep.job
     if address:
         job.cluster.address = address
     storage_path = spec.storage_path or job.cluster.storage_path
@@ -188,8 +116,6 @@ def run_sweep(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = 
     state["parent_run_id"] = run_id
     layout.write_state(directory, state)
     (directory / layout.TRIALS_DIR).mkdir(exist_ok=True)
-
-    from ray import tune
 
     tuner = tune.Tuner(
         build_trainable(state, spec.resources.trainable_cpus),
@@ -213,8 +139,6 @@ def run_sweep(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = 
 def resume_sweep(name: str, storage_path: str = "runs", address: str | None = None) -> SweepOutcome:
     """Continue a sweep whose driver died: finished trials stay finished, the rest resume from
     their checkpoints (``Tuner.restore``), errored ones are retried."""
-    from ray import tune
-
     directory = layout.locate(name, storage_path)
     state = layout.read_state(directory)
     spec = spec_from_dict(state["spec"])
@@ -244,12 +168,8 @@ def _fit(tuner, state: dict[str, Any], spec: SweepSpec, logger) -> SweepOutcome:
     except BaseException as err:
         logger.close("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
         raise
-    from xdlm.tune.settle import settle_trials
-
-    outcome = settle_trials(state, spec, results)
+    outcome = settle_trials(state, spec, tune_verdicts(results))
     try:
-        from xdlm.tune.report import build_report
-
         build_report(Path(state["sweep_dir"]), log_to_mlflow=True)
     except Exception as err:  # a report problem must not turn a finished sweep into a failed one
         log.warning("sweep %s: report failed: %s", spec.name, err, exc_info=True)

@@ -2,55 +2,81 @@
 
 Tune ends a trial that ASHA stops by killing its actor, so that trial's MLflow run (opened by
 ``run_training`` in the actor) would stay RUNNING forever; errored trials likewise. Here each
-trial's run gets ``xdlm.trial_status`` (completed / stopped_early / error; ``pbt_replaced`` for
-the earlier segments of a trial that PBT made clone another) and the terminal status that Tune's
-verdict implies, the best completed trial (by the sweep's metric, from its final report) gets
-``xdlm.best_trial=true``, and the parent run records which one that was.
+trial's run gets ``xdlm.trial_status`` (completed / stopped_early / error / interrupted;
+``pbt_replaced`` for the earlier segments of a trial that PBT made clone another) and the
+terminal status that Tune's verdict implies, the best completed trial (by the sweep's metric,
+from its final report) gets ``xdlm.best_trial=true``, and the parent run records which one that
+was.
+
+Tune's verdict is read through public API only: each ``Result`` of the ``ResultGrid`` gives a
+trial's error and last metrics, and the experiment state Tune saves as ``fit`` returns, read
+back with ``tune.ExperimentAnalysis(results.experiment_path)``, gives its status. That saved
+state is also the true one: Tune writes it before tearing the trials down, and the teardown
+marks the still-running trials behind the ``ResultGrid`` TERMINATED, so an interrupted trial
+read from there would look stopped early.
 """
 
 from __future__ import annotations
 
-import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xdlm.train.launch import RUN_RECORD
+from ray.tune import ExperimentAnalysis
+
+from xdlm.tracking.runs import make_client
 from xdlm.tune import layout
 
-
-def _run_id(run_dir: Path) -> str | None:
-    path = run_dir / RUN_RECORD
-    return json.loads(path.read_text()).get("mlflow_run_id") if path.is_file() else None
-
-
-def trial_records(directory: Path) -> dict[str, dict[str, Any]]:
-    """trial id -> its current run {run_dir, run_id, done (final payload or None), segment,
-    init_from, replaced (run ids of earlier PBT segments)} for every trial that started."""
-    records = {}
-    for trial_id, runs in layout.trial_segments(directory).items():
-        run_dir, info = runs[-1]
-        records[trial_id] = {"run_dir": str(run_dir), "run_id": _run_id(run_dir), "done": layout.read_done(run_dir),
-                             "segment": info["segment"], "init_from": info.get("init_from"),
-                             "replaced": [run_id for d, _ in runs[:-1] if (run_id := _run_id(d))]}
-    return records
+# Tune's statuses of a trial that has not ended: a resumed sweep continues it.
+UNFINISHED = ("PENDING", "RUNNING", "PAUSED")
+TRIAL_STATUSES = ("completed", "stopped_early", "error", "interrupted")
 
 
-def tune_outcomes(results) -> dict[str, dict[str, Any]]:
-    """trial id -> {error, last, status} from a ResultGrid (trial directories are named by id).
+@dataclass
+class SweepOutcome:
+    name: str
+    directory: Path
+    parent_run_id: str
+    tracking_uri: str
+    best_trial_id: str | None
+    statuses: dict[str, str]
+    interrupted: bool = False
+    """Tune returned with trials unfinished (e.g. Ctrl-C): resume to continue."""
 
-    ``status`` is Tune's (TERMINATED, ERROR, or PENDING/RUNNING/PAUSED when the sweep was
-    interrupted, e.g. by Ctrl-C or the sweep time budget); None where Tune does not say.
-    """
-    outcomes = {}
+
+@dataclass(frozen=True)
+class TuneVerdict:
+    """What Tune says of one trial at the end of ``fit``."""
+
+    status: str | None
+    """TERMINATED, ERROR, or one of ``UNFINISHED`` when the sweep was interrupted; None when
+    Tune's saved state does not list the trial."""
+    error: BaseException | None = None
+    last: dict[str, Any] = field(default_factory=dict)
+    """The trial's last report to Tune (``step`` says where a stopped trial stopped)."""
+
+
+def tune_verdicts(results) -> dict[str, TuneVerdict]:
+    """trial id -> Tune's verdict, from a ``ResultGrid`` (trial directories are named by id)."""
+    statuses = {trial.trial_id: trial.status for trial in ExperimentAnalysis(results.experiment_path).trials}
+    verdicts = {trial_id: TuneVerdict(status) for trial_id, status in statuses.items()}
     for result in results:
         trial_id = Path(result.path).name if result.path else (result.metrics or {}).get("trial_id")
         if trial_id:
-            outcomes[trial_id] = {"error": result.error, "last": dict(result.metrics or {}), "status": None}
-    analysis = getattr(results, "_experiment_analysis", None)
-    for trial in getattr(analysis, "trials", None) or []:
-        outcomes.setdefault(trial.trial_id, {"error": None, "last": {}, "status": None})["status"] = trial.status
-    return outcomes
+            verdicts[trial_id] = TuneVerdict(statuses.get(trial_id), result.error, dict(result.metrics or {}))
+    return verdicts
+
+
+def trial_status(record: dict[str, Any], verdict: TuneVerdict) -> tuple[str, str]:
+    """(``xdlm.trial_status``, MLflow run status) of a trial: its own finish marker, else Tune's word."""
+    if record["done"] is not None:
+        return "completed", "FINISHED"
+    if verdict.error is not None or verdict.status == "ERROR":
+        return "error", "FAILED"
+    if verdict.status in UNFINISHED:
+        return "interrupted", "KILLED"  # `xdlm sweep --resume` continues it
+    return "stopped_early", "KILLED"
 
 
 def pick_best(records: dict[str, dict[str, Any]], metric: str, mode: str) -> str | None:
@@ -62,25 +88,14 @@ def pick_best(records: dict[str, dict[str, Any]], metric: str, mode: str) -> str
     return min(scored)[1] if scored else None
 
 
-def settle_trials(state: dict[str, Any], spec, results):
-    from xdlm.tracking.runs import make_client
-    from xdlm.tune.runner import SweepOutcome
-
+def settle_trials(state: dict[str, Any], spec, verdicts: dict[str, TuneVerdict]) -> SweepOutcome:
     directory = Path(state["sweep_dir"])
-    records = trial_records(directory)
-    outcomes = tune_outcomes(results)
+    records = layout.trial_records(directory)
     client = make_client(state["tracking_uri"])
     statuses = {}
     for trial_id, record in records.items():
-        outcome = outcomes.get(trial_id, {})
-        if record["done"] is not None:
-            status, run_status = "completed", "FINISHED"
-        elif outcome.get("error") is not None or outcome.get("status") == "ERROR":
-            status, run_status = "error", "FAILED"
-        elif outcome.get("status") in ("PENDING", "RUNNING", "PAUSED"):
-            status, run_status = "interrupted", "KILLED"  # `xdlm sweep --resume` continues it
-        else:
-            status, run_status = "stopped_early", "KILLED"
+        verdict = verdicts.get(trial_id, TuneVerdict(None))
+        status, run_status = trial_status(record, verdict)
         statuses[trial_id] = status
         run_id = record["run_id"]
         if not run_id:
@@ -88,7 +103,7 @@ def settle_trials(state: dict[str, Any], spec, results):
         client.set_tag(run_id, "xdlm.trial_status", status)
         client.set_tag(run_id, "xdlm.sweep", spec.name)
         client.set_tag(run_id, "xdlm.trial_id", trial_id)
-        last_step = outcome.get("last", {}).get("step")
+        last_step = verdict.last.get("step")
         if status == "stopped_early" and last_step is not None:
             client.set_tag(run_id, "xdlm.stopped_at_step", str(int(last_step)))
         # Tune's verdict wins over the trial's own: a trial stopped by the scheduler has its actor
@@ -105,9 +120,8 @@ def settle_trials(state: dict[str, Any], spec, results):
 
     best = pick_best(records, spec.metric, spec.mode)
     parent = state["parent_run_id"]
-    counts = {s: list(statuses.values()).count(s) for s in ("completed", "stopped_early", "error", "interrupted")}
-    for status, count in counts.items():
-        client.log_metric(parent, f"sweep/trials_{status}", count)
+    for status in TRIAL_STATUSES:
+        client.log_metric(parent, f"sweep/trials_{status}", list(statuses.values()).count(status))
     if best is not None:
         best_run = records[best]["run_id"]
         if best_run:
@@ -115,5 +129,5 @@ def settle_trials(state: dict[str, Any], spec, results):
             client.set_tag(parent, "xdlm.best_run_id", best_run)
         client.set_tag(parent, "xdlm.best_trial_id", best)
         client.log_metric(parent, f"best/{spec.metric}", records[best]["done"]["metrics"][spec.metric])
-    unfinished = [t for t, o in outcomes.items() if o.get("status") in ("PENDING", "RUNNING", "PAUSED")]
+    unfinished = [t for t, verdict in verdicts.items() if verdict.status in UNFINISHED]
     return SweepOutcome(spec.name, directory, parent, state["tracking_uri"], best, statuses, interrupted=bool(unfinished))

@@ -1,30 +1,26 @@
-"""From a sweep's ``space`` to Ray Tune domains, and from one trial's sampled values to its job.
+"""The search space: its keys and kinds, its Ray Tune domains, and one trial's job from its values.
 
 Every key of the space is a dotted ``JobConfig`` key. A trial's job is the base job with the
-sampled values set; the same function builds it in the trainable and in validation, so a value
-that would make a trial fail (k = 2, a schedule parameter its schedule does not take) is found
-before the sweep starts: every grid/choice value and both ends of every range are tried on the
-base job, and the cartesian product of grid/choice values too while it is small.
+sampled values set (``apply_params``); the trainable builds it with the same function that
+``xdlm.tune.sweep`` tries the ``candidate_values`` with, so a value that would make a trial fail
+(k = 2, a schedule parameter its schedule does not take) is found before the sweep starts.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import itertools
 import math
 from typing import Any
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from xdlm.config import ConfigError, JobConfig, load_job, to_dict
-from xdlm.tune.metrics import check_metric
+from xdlm.config import ConfigError, JobConfig
 from xdlm.tune.spec import PARAM_KINDS, ParamSpec, SweepSpec
 
 # Resources are the sweep's, identical for all trials, so the concurrency rule holds.
 FORBIDDEN_PREFIXES = ("cluster", "name", "tracking")
-MAX_COMBINATIONS_CHECKED = 256
 
 
 def _free_form(field: dataclasses.Field) -> bool:
@@ -106,23 +102,6 @@ def param_space(spec: SweepSpec) -> dict[str, Any]:
     return {key: tune_domain(param) for key, param in spec.space.items()}
 
 
-def base_job(spec: SweepSpec) -> JobConfig:
-    """The base job with the sweep's resources and per-trial budgets applied (validated)."""
-    r = spec.resources
-    sweep_overrides = [f"cluster.{key}={value}" for key, value in
-                       (("num_workers", r.num_workers), ("cpus_per_worker", r.cpus_per_worker),
-                        ("use_gpu", r.use_gpu)) if value is not None]
-    if spec.budget.trial_time_s is not None:
-        sweep_overrides.append(f"train.max_time_s={spec.budget.trial_time_s}")
-    try:
-        job = load_job(spec.base.job, [*spec.base.overrides, *sweep_overrides])
-        if spec.budget.trial_tokens is not None:
-            job.train.steps = max(1, min(job.train.steps, spec.budget.trial_tokens // tokens_per_step(job)))
-        return job.validate()
-    except ConfigError as err:
-        raise ConfigError(f"base job (base.job + base.overrides + the sweep's resources/budget): {err}") from None
-
-
 def _coerce(value: Any, current: Any) -> Any:
     """Searchers hand out floats (quniform 128.0); an int field wants 128."""
     if isinstance(current, int) and not isinstance(current, bool) and isinstance(value, float) and value.is_integer():
@@ -166,85 +145,6 @@ def candidate_values(param: ParamSpec) -> list[Any]:
         low = math.ceil(low / param.q) * param.q
         high = math.floor(high / param.q) * param.q
     return [low, high]
-
-
-def validate_space_against_job(spec: SweepSpec) -> JobConfig:
-    """Every check that involves the base job: keys, values, the metric; returns the base job."""
-    job = base_job(spec)
-    for key, param in spec.space.items():
-        check_key(key)
-        check_param(key, param, spec.search.algorithm)
-    base = to_dict(job)
-    for key, param in spec.space.items():
-        for value in candidate_values(param):
-            apply_params(base, {key: value})
-    listed = [(key, candidate_values(p)) for key, p in spec.space.items()]
-    if len(listed) > 1 and math.prod(len(values) for _, values in listed) <= MAX_COMBINATIONS_CHECKED:
-        for combination in itertools.product(*(values for _, values in listed)):
-            apply_params(base, dict(zip([k for k, _ in listed], combination, strict=True)))
-    check_metric(spec.metric, job, early_stopping=spec.scheduler.kind != "fifo")
-    s = spec.scheduler
-    if s.kind == "asha":
-        horizon = scheduler_horizon(spec, job)
-        grace = s.grace_period or scheduler_grace(spec, job)
-        if grace >= horizon:
-            raise ConfigError(f"scheduler.grace_period: {grace} must be below the trials' length {horizon} "
-                              f"({s.time_attr}), or ASHA never compares trials")
-    if s.kind == "pbt":
-        check_pbt_against_job(spec, job)
-    return job
-
-
-def check_pbt_against_job(spec: SweepSpec, job: JobConfig) -> None:
-    """PBT clones what a trial reported at an evaluation: each evaluation must carry a checkpoint,
-    and the interval must fall inside the trials' length."""
-    if job.train.eval_every % job.train.checkpoint_every:
-        raise ConfigError(
-            f"train.checkpoint_every: PBT clones the checkpoint reported with an evaluation, so "
-            f"train.eval_every ({job.train.eval_every}) must be a multiple of train.checkpoint_every "
-            f"({job.train.checkpoint_every}); e.g. base.overrides: [train.checkpoint_every={job.train.eval_every}]"
-        )
-    interval, horizon = pbt_interval(spec, job), scheduler_horizon(spec, job)
-    if interval >= horizon:
-        raise ConfigError(f"scheduler.perturbation_interval: {interval} must be below the trials' length {horizon} "
-                          f"({spec.scheduler.time_attr}), or PBT never acts")
-
-
-def pbt_interval(spec: SweepSpec, job: JobConfig) -> int:
-    """PBT's perturbation interval: the spec's, else one evaluation."""
-    if spec.scheduler.perturbation_interval is not None:
-        return spec.scheduler.perturbation_interval
-    return evaluation_interval(spec, job)
-
-
-def pbt_mutations(spec: SweepSpec) -> dict[str, Any]:
-    """PBT's ``hyperparam_mutations``: listed values as a list (it steps to a neighbour), ranges
-    as the Tune domain (it scales by 0.8/1.2 or resamples)."""
-    return {key: list(spec.space[key].values) if spec.space[key].kind in ("grid", "choice")
-            else tune_domain(spec.space[key]) for key in spec.scheduler.mutations}
-
-
-def tokens_per_step(job: JobConfig) -> int:
-    return job.train.global_batch * job.data.seq_len
-
-
-def scheduler_horizon(spec: SweepSpec, job: JobConfig) -> int:
-    """ASHA's max_t: the spec's, else the base job's length in time_attr units."""
-    if spec.scheduler.max_t is not None:
-        return spec.scheduler.max_t
-    return job.train.steps * (tokens_per_step(job) if spec.scheduler.time_attr == "tokens" else 1)
-
-
-def evaluation_interval(spec: SweepSpec, job: JobConfig) -> int:
-    """train.eval_every in the scheduler's time_attr units (the metric is reported that often)."""
-    return job.train.eval_every * (tokens_per_step(job) if spec.scheduler.time_attr == "tokens" else 1)
-
-
-def scheduler_grace(spec: SweepSpec, job: JobConfig) -> int:
-    """ASHA's first rung: the spec's, else the first evaluation (nothing is reported before it)."""
-    if spec.scheduler.grace_period is not None:
-        return spec.scheduler.grace_period
-    return evaluation_interval(spec, job)
 
 
 def trial_job(job_dict: dict[str, Any], params: dict[str, Any], name: str, storage_path: str,

@@ -1,15 +1,15 @@
-"""The sweep specification: one typed dataclass tree, like ``xdlm.config`` for jobs.
+"""The sweep specification: one typed dataclass tree, like ``xdlm.config`` for jobs, and the
+checks of its own fields.
 
-A sweep file (``sweeps/*.yaml``) only overrides these defaults (OmegaConf structured config),
-and dotted ``key=value`` overrides come last, so a misspelled key is an error instead of a
-silently ignored setting. ``load_sweep`` checks everything that can be checked without Ray
-(keys, kinds, values, the metric) before anything starts; what needs the cluster (whether a
-trial fits) is checked by ``xdlm.tune.resources`` right after Ray is up, still before any trial.
+A sweep file (``sweeps/*.yaml``) only overrides these defaults, and dotted ``key=value`` overrides
+come last, through the loader jobs use (``xdlm.config.load_structured``), so a misspelled key is
+an error instead of a silently ignored setting. ``load_spec`` checks what the spec alone can
+tell; ``xdlm.tune.sweep.load_sweep`` adds the checks against the base job, the one validation a
+sweep gets before it runs.
 
 This module avoids ``from __future__ import annotations`` so OmegaConf can read field types.
 """
 
-import dataclasses
 import math
 import os
 import re
@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import MISSING, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-from xdlm.config import ConfigError, apply_overrides
+from xdlm.config import ConfigError, dataclass_at, load_structured
+from xdlm.eval import metric_names
 
 PARAM_KINDS = ("grid", "choice", "uniform", "loguniform", "quniform", "qloguniform", "randint")
 """How one key is searched: ``grid`` enumerates ``values``; ``choice`` samples one of them;
@@ -132,7 +132,7 @@ class SweepSpec:
     """Config key (dotted, e.g. diffusion.k, optim.lr, diffusion.schedule_params.w) -> its space."""
     search: SearchSpec = field(default_factory=SearchSpec)
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
-    metric: str = "val/nelbo"
+    metric: str = metric_names.nelbo()
     """What the searcher and scheduler optimise; ASHA needs one reported during training."""
     mode: str = "min"
     max_concurrent_trials: int | None = None
@@ -145,35 +145,14 @@ class SweepSpec:
     """Where sweeps live (<storage_path>/sweeps/<name>); null: the base job's cluster.storage_path."""
 
 
-def _fields_of(node: Any) -> list[str]:
-    return [f.name for f in dataclasses.fields(node)]
-
-
-def _spec_error(err: OmegaConfBaseException, source: str) -> ConfigError:
-    key = getattr(err, "full_key", None) or ""
-    message = str(err).splitlines()[0]
-    if "Key '" in message and "not in" in message:
-        parent = key.rsplit(".", 1)[0] if "." in key else ""
-        node = _spec_node_at(parent)
-        allowed = f"; allowed keys here: {', '.join(_fields_of(node))}" if node else ""
-        return ConfigError(f"{source}: unknown key '{key}'{allowed}")
-    return ConfigError(f"{source}: bad value for '{key}': {message}")
-
-
-def _spec_node_at(dotted: str) -> Any:
-    node: Any = SweepSpec
+def _spec_node_at(dotted: str) -> type | None:
+    """The section class at ``dotted``, for listing the keys allowed there. Below ``space`` the
+    entries are named by config keys, which hold dots themselves: any ``space.<key>`` is a
+    ``ParamSpec``, however many dots the key has."""
     parts = [p for p in dotted.split(".") if p]
     if parts[:1] == ["space"] and len(parts) >= 2:
-        return ParamSpec  # space.<any key>.<field>
-    for part in parts:
-        fields = {f.name: f for f in dataclasses.fields(node)}
-        if part not in fields or fields[part].default_factory is dataclasses.MISSING:  # type: ignore[misc]
-            return None
-        default = fields[part].default_factory()  # type: ignore[misc]
-        if not dataclasses.is_dataclass(default):
-            return None
-        node = type(default)
-    return node
+        return ParamSpec
+    return dataclass_at(SweepSpec, dotted)
 
 
 def resolve_job_path(job: str, sweep_file: Path | None) -> Path:
@@ -187,38 +166,32 @@ def resolve_job_path(job: str, sweep_file: Path | None) -> Path:
     raise ConfigError(f"base.job: job file {job!r} not found (looked at {', '.join(map(str, candidates))})")
 
 
-def load_sweep(path: "str | os.PathLike | None" = None, overrides: "list[str] | tuple[str, ...]" = ()) -> SweepSpec:
-    """Defaults <- sweep YAML <- dotted overrides; then every check that needs no Ray.
+def load_spec(path: "str | os.PathLike | None" = None, overrides: "list[str] | tuple[str, ...]" = ()) -> SweepSpec:
+    """Defaults <- sweep YAML <- dotted overrides (the loader jobs use too), then the checks of
+    the spec's own fields. ``base.job`` comes back absolute.
 
-    Returns the ``SweepSpec`` with ``base.job`` made absolute; raises ``ConfigError`` naming
-    the field otherwise.
+    Checks against the base job are ``xdlm.tune.sweep.load_sweep``'s: use that to run a sweep.
     """
-    layers = [OmegaConf.structured(SweepSpec)]
-    sweep_file = Path(path).resolve() if path is not None else None
-    if sweep_file is not None:
-        if not sweep_file.is_file():
-            raise ConfigError(f"sweep file not found: {path}")
-        try:
-            layers.append(OmegaConf.load(sweep_file))
-        except Exception as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    source = str(path) if path is not None else "sweep"
-    try:
-        merged = OmegaConf.merge(*layers)
-    except OmegaConfBaseException as err:
-        raise _spec_error(err, source) from None
-    merged = apply_overrides(merged, overrides, _spec_error)
-    try:
-        spec: SweepSpec = OmegaConf.to_object(merged)  # type: ignore[assignment]
-    except OmegaConfBaseException as err:
-        raise _spec_error(err, source) from None
+    spec: SweepSpec = load_structured(SweepSpec, path, overrides, what="sweep", node_at=_spec_node_at)
     if spec.base.job is not None:
+        sweep_file = Path(path).resolve() if path is not None else None
         spec.base.job = str(resolve_job_path(spec.base.job, sweep_file))
     validate_spec_fields(spec)
-    from xdlm.tune.space import validate_space_against_job
-
-    validate_space_against_job(spec)
     return spec
+
+
+def spec_to_dict(spec: SweepSpec) -> dict[str, Any]:
+    """The spec as plain data (what ``sweep.json`` keeps for ``--resume`` and the report)."""
+    return OmegaConf.to_container(OmegaConf.structured(spec), resolve=True)  # type: ignore[return-value]
+
+
+def spec_from_dict(data: dict[str, Any]) -> SweepSpec:
+    """Back from ``spec_to_dict``; no checks: the sweep was checked when it started."""
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SweepSpec), data))  # type: ignore[return-value]
+
+
+def spec_to_yaml(spec: SweepSpec) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(spec))
 
 
 def _require(ok: bool, field_name: str, message: str) -> None:

@@ -26,8 +26,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ray import tune
+
+from xdlm.checkpoint import RUN_RECORD, latest_checkpoint
+from xdlm.checkpoint.manifest import MANIFEST
+from xdlm.cluster import storage
+from xdlm.tracking.runs import make_client
+from xdlm.train.launch import run_training
 from xdlm.tune import layout
-from xdlm.tune.channel import CLOCKS
+from xdlm.tune.channel import CLOCKS, fit_reporting_to_tune, read_pointer
+from xdlm.tune.space import trial_job
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +89,7 @@ def choose_segment(directory: Path, sweep_name: str, trial_id: str, config: dict
 def donor_checkpoint(directory: Path, donor: dict[str, Any]) -> str:
     """The donor's checkpoint, or its run's latest one if the donor's own retention
     (train.keep_checkpoints) has deleted it since."""
-    from xdlm.train.checkpoint import STATE_FILE
-    from xdlm.train.restore import latest_checkpoint
-
-    if (Path(donor["checkpoint"]) / STATE_FILE).is_file():
+    if (Path(donor["checkpoint"]) / MANIFEST).is_file():
         return donor["checkpoint"]
     latest = str(latest_checkpoint(directory / layout.TRIALS_DIR / donor["run_name"]))
     log.warning("PBT donor checkpoint %s is gone (retention); starting from %s", donor["checkpoint"], latest)
@@ -94,13 +99,6 @@ def donor_checkpoint(directory: Path, donor: dict[str, Any]) -> str:
 def run_trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:
     """Train the trial ``config`` (sampled values by dotted key) of the sweep described by ``sweep``
     (``runner.trainable_context``) and report its final metrics to Tune."""
-    from ray import tune
-
-    from xdlm.cluster import storage
-    from xdlm.train.launch import RUN_RECORD, run_training
-    from xdlm.tune.channel import fit_reporting_to_tune, read_pointer
-    from xdlm.tune.space import trial_job
-
     trial_id = tune.get_context().get_trial_id()
     directory = Path(sweep["sweep_dir"])
     segment = choose_segment(directory, sweep["name"], trial_id, config, read_pointer(tune.get_checkpoint()))
@@ -128,13 +126,12 @@ def run_trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:
     started = time.time()
     outcome = fit_reporting_to_tune(
         lambda callbacks: run_training(job, resume=resume, parent_run_id=sweep["parent_run_id"],
-                                       extra_callbacks=callbacks, init_checkpoint=init_checkpoint, tags=tags),
+                                       extra_callbacks=callbacks, init_checkpoint=init_checkpoint, tags=tags,
+                                       take_over=True),  # the sweep is the only writer of its trials
         trial_id, segment.run_name, job.train.steps,
     )
     metrics = final_tune_metrics(outcome.metrics)
     if outcome.run_id:
-        from xdlm.tracking.runs import make_client
-
         make_client(outcome.tracking_uri).set_tag(outcome.run_id, "xdlm.trial_status", "completed")
     layout.write_done(run_dir, {"trial_id": trial_id, "run_id": outcome.run_id, "params": config,
                                 "metrics": metrics, "finished_at": time.time(), "started_at": started})

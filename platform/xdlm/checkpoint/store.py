@@ -1,0 +1,104 @@
+"""The checkpoints of a run on its storage (a local path or s3://), whatever Ray recorded.
+
+Ray keeps its own list of a run's checkpoints, but a checkpoint can be whole on storage and not
+in that list (the process died while reporting it), or in the list and not whole (a full disk).
+This module reads storage itself: every ``checkpoint_*`` directory whose manifests are present
+and whose files have the sizes they list is a candidate, newest step first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+import pyarrow.fs as pafs
+
+from xdlm.checkpoint.manifest import MANIFEST, manifest_name
+
+log = logging.getLogger(__name__)
+PREFIX = "checkpoint_"
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    uri: str
+    """Where the directory is: a local path or s3://bucket/key."""
+    step: int
+    name: str
+
+
+def _filesystem(run_dir: str) -> tuple[pafs.FileSystem, str]:
+    return pafs.FileSystem.from_uri(run_dir if "://" in run_dir else f"file://{run_dir}")
+
+
+def _uri(run_dir: str, name: str) -> str:
+    return f"{run_dir.rstrip('/')}/{name}"
+
+
+def _read_json(fs: pafs.FileSystem, path: str) -> dict:
+    with fs.open_input_stream(path) as f:
+        return json.loads(f.read().decode())
+
+
+def _problem(fs: pafs.FileSystem, directory: str) -> tuple[str | None, int]:
+    """(what is wrong or None, step) from the manifests and the sizes on storage."""
+    try:
+        main = _read_json(fs, f"{directory}/{MANIFEST}")
+        manifests = [main] + [_read_json(fs, f"{directory}/{manifest_name(r)}") for r in range(1, main["ranks"])]
+    except FileNotFoundError:
+        return "no manifest (an incomplete write)", -1
+    except (OSError, ValueError, KeyError) as err:
+        return f"unreadable manifest ({err})", -1
+    wanted = {rel: spec["size"] for m in manifests for rel, spec in m["files"].items()}
+    infos = fs.get_file_info([f"{directory}/{rel}" for rel in wanted])
+    for (rel, size), info in zip(wanted.items(), infos, strict=True):
+        if info.type != pafs.FileType.File:
+            return f"{rel} is missing", main["step"]
+        if info.size != size:
+            return f"{rel} has {info.size} bytes, the manifest says {size} (truncated)", main["step"]
+    return None, int(main["step"])
+
+
+def scan(run_dir: str) -> tuple[list[StoredCheckpoint], dict[str, str]]:
+    """(complete checkpoints, newest step first; {directory name: problem} of the others)."""
+    fs, root = _filesystem(run_dir)
+    try:
+        entries = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    except FileNotFoundError:
+        return [], {}
+    complete, broken = [], {}
+    for entry in entries:
+        if entry.type != pafs.FileType.Directory or not entry.base_name.startswith(PREFIX):
+            continue
+        problem, step = _problem(fs, entry.path)
+        if problem is None:
+            complete.append(StoredCheckpoint(_uri(run_dir, entry.base_name), step, entry.base_name))
+        else:
+            broken[entry.base_name] = problem
+    complete.sort(key=lambda c: (c.step, c.name), reverse=True)
+    return complete, broken
+
+
+def delete(uri: str) -> None:
+    fs, path = _filesystem(uri)
+    fs.delete_dir(path)
+
+
+def prune(run_dir: str, keep: int) -> list[str]:
+    """Keep the ``keep`` newest complete checkpoints; delete older complete ones and incomplete
+    ones older than the newest complete one (an incomplete one newer than that may still be
+    being written).  The newest complete checkpoint is never deleted.  Returns what went."""
+    complete, broken = scan(run_dir)
+    if not complete:
+        return []
+    gone = [c.uri for c in complete[max(1, keep):]]
+    # Ray names directories checkpoint_<timestamp>: an incomplete one whose name sorts before the
+    # newest complete one is a leftover, not a write in progress
+    gone += [_uri(run_dir, name) for name in broken if name < complete[0].name]
+    for uri in gone:
+        try:
+            delete(uri)
+        except OSError as err:  # retention is housekeeping: never fail a run for it
+            log.warning("could not delete old checkpoint %s: %s", uri, err)
+    return gone
