@@ -139,6 +139,15 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tracking(args: argparse.Namespace) -> int:
+    """``xdlm tracking flush RUN``: deliver a run's spilled MLflow records without training."""
+    from xdlm.train.launch import flush_spill
+
+    delivered, left = flush_spill(args.run, args.storage_path)
+    print(f"delivered {delivered} spilled records" + (f"; {left} still undelivered" if left else ""))
+    return 0 if not left else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xdlm",
@@ -198,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     sweep.add_argument("--no-log", action="store_true", help="report: do not log the report to MLflow")
     sweep.set_defaults(func=_sweep)
+    tracking = sub.add_parser("tracking", help="tracking housekeeping: flush RUN delivers a run's spilled records")
+    tracking.add_argument("action", choices=["flush"])
+    tracking.add_argument("run", help="run name under --storage-path, or its directory")
+    tracking.add_argument("--storage-path", default="runs")
+    tracking.set_defaults(func=_tracking)
     return parser
 
 

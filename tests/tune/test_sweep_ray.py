@@ -268,7 +268,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(ray_session, wr
     assert parent.info.status == "FINISHED"
     children = child_runs(client, outcome.parent_run_id, parent.info.experiment_id)
     assert sorted(run.info.status for run in children) == ["FINISHED"] * 3
-    assert json.loads((directory / layout.STATE_FILE).read_text())["parent_run_id"] == outcome.parent_run_id
+    assert json.loads((directory / layout.SWEEP_STATE_FILE).read_text())["parent_run_id"] == outcome.parent_run_id
 
 
 def test_a_sweep_that_cannot_place_one_trial_fails_fast(ray_session, write_sweep, tmp_path):

@@ -146,3 +146,19 @@ def test_the_cli_reports_a_bad_spec_without_a_traceback(write_sweep, capsys):
     assert "xdlm sweep: error: metric: no trial reports 'val/loss'" in capsys.readouterr().err
     assert main(["sweep", "report", "never-ran", "--storage", str(write_sweep().parent)]) == 2
     assert "no sweep named 'never-ran'" in capsys.readouterr().err
+
+
+def test_a_sweep_state_file_with_missing_keys_is_a_one_line_error(tmp_path, capsys):
+    """Issue 10: this printed a KeyError traceback."""
+    import json
+
+    from xdlm.cli import main
+    from xdlm.tune import layout
+
+    directory = tmp_path / "sweeps" / "torn"
+    directory.mkdir(parents=True)
+    (directory / layout.SWEEP_STATE_FILE).write_text(json.dumps({"name": "torn"}))
+    assert main(["sweep", "report", "torn", "--storage", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "lacks sweep_dir, base_job" in err and "Traceback" not in err
+    assert main(["sweep", "--resume", "torn", "--storage", str(tmp_path)]) == 2

@@ -114,7 +114,7 @@ def open_mlflow_run(job: JobConfig, tracking_uri: str, record: dict | None, pare
     }
     run_id = start_run(tracking_uri, job.tracking.experiment, job.name, tags, run_id=run_id,
                        parent_run_id=parent_run_id)
-    logger = RunLogger(tracking_uri, run_id, install_handlers=True, status_at_exit="KILLED")
+    logger = RunLogger(tracking_uri, run_id, spill_dir=spill_dir_of(job), install_handlers=True, status_at_exit="KILLED")
     logger.log_params(to_dict(job))
     logger.log_text(to_yaml(job), "config/job.yaml")
     return run_id, logger
@@ -189,8 +189,7 @@ def _train_locked(job, record, run_dir, parent_run_id, tracking, extra_callbacks
     storage.write_text(f"{run_dir}/{JOB_FILE}", to_yaml(job))
     storage.delete(f"{run_dir}/{FAILURE_RECORD}")  # from an earlier attempt
 
-    spill_dir = os.path.join(os.path.abspath(job.cluster.storage_path), job.name, "mlflow_spill") \
-        if storage.is_local(job.cluster.storage_path) else None
+    spill_dir = spill_dir_of(job)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"job": to_dict(job), "run_dir": run_dir, "run_id": run_id, "tracking_uri": tracking_uri,
@@ -230,9 +229,38 @@ def _train_locked(job, record, run_dir, parent_run_id, tracking, extra_callbacks
     if logger is not None:
         if checkpoint:
             logger.set_tags({"xdlm.final_checkpoint": checkpoint})
-        logger.close("FINISHED")
+        if not logger.close("FINISHED"):
+            print(f"xdlm: the tracking server did not take every record; the rest is in {logger.spill_path} "
+                  f"and is delivered by `xdlm tracking flush {job.name}` or the next --resume", flush=True)
         metrics.update(final_metrics_from_mlflow(tracking_uri, run_id))
     return TrainOutcome(run_dir, run_id, tracking_uri, checkpoint, metrics)
+
+
+def spill_dir_of(job: JobConfig) -> str | None:
+    """Where a run's undelivered MLflow records wait (local storage only)."""
+    if not storage.is_local(job.cluster.storage_path):
+        return None
+    return os.path.join(os.path.abspath(os.path.expanduser(job.cluster.storage_path)), job.name, "mlflow_spill")
+
+
+def flush_spill(run: str, storage_path: str = "runs", timeout_s: float = 120.0) -> tuple[int, int]:
+    """Deliver the spilled records of run ``run`` (a name under ``storage_path`` or a run
+    directory) to its MLflow run; returns (delivered, still undelivered)."""
+    run_dir = run if os.path.isdir(run) and os.path.isfile(os.path.join(run, RUN_RECORD)) else \
+        os.path.join(os.path.abspath(os.path.expanduser(storage_path)), run)
+    record_path = os.path.join(run_dir, RUN_RECORD)
+    if not os.path.isfile(record_path):
+        raise UserError(f"run {run!r}: no run record at {record_path}")
+    with open(record_path) as f:
+        record = json.load(f)
+    if not record.get("mlflow_run_id"):
+        raise UserError(f"run {run!r} was not tracked: nothing to flush")
+    spill = os.path.join(run_dir, "mlflow_spill")
+    if not os.path.isdir(spill) or not os.listdir(spill):
+        return 0, 0
+    logger = RunLogger(record["tracking_uri"], record["mlflow_run_id"], spill_dir=spill, install_handlers=False)
+    logger.close(status=None, timeout=timeout_s)  # adopts the spill files and delivers them
+    return logger.stats["delivered"], logger.queued_records()
 
 
 def final_metrics_from_mlflow(tracking_uri: str, run_id: str) -> dict[str, float]:

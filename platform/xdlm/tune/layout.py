@@ -27,7 +27,7 @@ from typing import Any
 from xdlm.checkpoint import RUN_RECORD
 from xdlm.config import ConfigError
 
-STATE_FILE = "sweep.json"
+SWEEP_STATE_FILE = "sweep.json"
 TUNE_DIR = "tune"
 TRIALS_DIR = "trials"
 DONE_MARKER = "trial_done.json"
@@ -49,12 +49,12 @@ def sweep_dir(storage_path: str, name: str) -> Path:
 def locate(name_or_path: str, storage_path: str = "runs") -> Path:
     """A sweep by name (under ``storage_path``) or by the path of its directory."""
     candidate = Path(name_or_path).expanduser()
-    if (candidate / STATE_FILE).is_file():
+    if (candidate / SWEEP_STATE_FILE).is_file():
         return candidate.resolve()
     by_name = sweep_dir(storage_path, name_or_path)
-    if (by_name / STATE_FILE).is_file():
+    if (by_name / SWEEP_STATE_FILE).is_file():
         return by_name
-    known = sorted(p.parent.name for p in sweeps_root(storage_path).glob(f"*/{STATE_FILE}"))
+    known = sorted(p.parent.name for p in sweeps_root(storage_path).glob(f"*/{SWEEP_STATE_FILE}"))
     raise ConfigError(
         f"no sweep named {name_or_path!r} under {sweeps_root(storage_path)}"
         + (f"; sweeps there: {', '.join(known)}" if known else "")
@@ -107,13 +107,28 @@ def trial_records(directory: Path) -> dict[str, dict[str, Any]]:
 
 def write_state(directory: Path, state: dict[str, Any]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".{STATE_FILE}.tmp"
+    tmp = directory / f".{SWEEP_STATE_FILE}.tmp"
     tmp.write_text(json.dumps(state, indent=2, default=str))
-    os.replace(tmp, directory / STATE_FILE)
+    os.replace(tmp, directory / SWEEP_STATE_FILE)
+
+
+#: What a sweep's state file must hold for --resume and report to work from it.
+STATE_KEYS = ("name", "sweep_dir", "base_job", "tracking_uri", "experiment", "spec")
 
 
 def read_state(directory: Path) -> dict[str, Any]:
-    return json.loads((directory / STATE_FILE).read_text())
+    """The sweep's saved state; a torn or hand-edited file is a ``ConfigError`` naming what is
+    wrong, not a traceback."""
+    path = directory / SWEEP_STATE_FILE
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"sweep state {path} cannot be read ({err})") from None
+    missing = [key for key in STATE_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise ConfigError(f"sweep state {path} lacks {', '.join(missing)}: it was not written by "
+                          "xdlm sweep, or was edited; start the sweep again under another name")
+    return state
 
 
 def read_done(run_dir: Path) -> dict[str, Any] | None:

@@ -25,7 +25,8 @@ from xdlm.cluster.ray_session import ensure_ray
 from xdlm.config import ConfigError, JobConfig, from_dict, to_dict, to_yaml
 from xdlm.tracking.logger import RunLogger
 from xdlm.tracking.runs import ensure_experiment, start_run
-from xdlm.train.launch import default_tracking_uri
+from xdlm.train.launch import default_tracking_uri, tracking_uri_of
+from xdlm.train.preflight import preflight
 from xdlm.tune import layout
 from xdlm.tune.algorithms import build_scheduler, build_search_alg
 from xdlm.tune.report import build_report
@@ -102,9 +103,11 @@ def run_sweep(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = 
         job.cluster.address = address
     storage_path = spec.storage_path or job.cluster.storage_path
     directory = layout.sweep_dir(storage_path, spec.name)
-    if (directory / layout.STATE_FILE).exists():
+    if (directory / layout.SWEEP_STATE_FILE).exists():
         raise ConfigError(f"name: a sweep named {spec.name!r} already exists at {directory}; resume it with "
                           f"`xdlm sweep --resume {spec.name}` or choose another name (name=...)")
+    preflight(job, tracking_uri_of(job), job.cluster.address or os.environ.get("RAY_ADDRESS"),
+              ray_running=ray.is_initialized())
     concurrent = plan_concurrency(spec, job)
 
     uri, experiment = _tracking(job)

@@ -55,7 +55,11 @@ def launch_config(n_rows: int, vocab_size: int, device: torch.device) -> dict:
     width = triton.next_power_of_2(vocab_size)
     if device.type == "cuda":
         block_v = min(width, 8192)
-        return {"BLOCK_T": 1, "BLOCK_V": block_v, "num_warps": 8 if block_v >= 4096 else 4}
+        # 16 warps for 8192-wide tiles (16 values per thread per live tile): with 8, the ahead-of-time
+        # compile showed _stats_fwd spilling on sm_90 and _draw at up to 252 registers per thread
+        # (tests/kernels/test_gpu_compile.py; docs/kernels.md, "GPU check")
+        num_warps = 16 if block_v >= 8192 else 8 if block_v >= 4096 else 4
+        return {"BLOCK_T": 1, "BLOCK_V": block_v, "num_warps": num_warps}
     # interpreter: each tl operation costs ~0.1-1 ms whatever its size, so use big tiles
     block_v = min(width, 256)
     block_t = max(1, min(triton.next_power_of_2(max(n_rows, 1)), 8192 // block_v))
