@@ -174,3 +174,14 @@ def test_eval_and_sample_refusals_exit_2(tmp_path, capsys):
     for argv, message in cases:
         code, err = run_cli(capsys, *argv)
         assert code == 2 and message in err and "Traceback" not in err, (argv, err)
+
+
+def test_rays_checkpoint_record_has_the_name_the_driver_deletes():
+    """The driver deletes Ray Train's private list of a run's checkpoints before each fit (it
+    resumes from storage itself, and its retention deletes checkpoints that list names). No
+    public API names the file: if Ray renames it, this fails instead of resumes breaking."""
+    from ray.train.v2._internal.constants import CHECKPOINT_MANAGER_SNAPSHOT_FILENAME
+
+    from xdlm.train.launch import RAY_CHECKPOINT_RECORD
+
+    assert CHECKPOINT_MANAGER_SNAPSHOT_FILENAME == RAY_CHECKPOINT_RECORD

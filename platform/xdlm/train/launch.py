@@ -25,6 +25,8 @@ from xdlm.tracking.runs import close_stale_runs, ensure_experiment, make_client,
 from xdlm.train.loop import train_loop_per_worker
 from xdlm.train.preflight import preflight
 
+# No public API names it; tests/train/test_preflight.py fails loudly if Ray renames it.
+RAY_CHECKPOINT_RECORD = "checkpoint_manager_snapshot.json"
 # Sections a resumed run must share with the original: they decide what the checkpoint means.
 FROZEN_ON_RESUME = ("model", "data", "diffusion")
 
@@ -188,6 +190,9 @@ def _train_locked(job, record, run_dir, parent_run_id, tracking, extra_callbacks
             {"name": job.name, "mlflow_run_id": run_id, "tracking_uri": tracking_uri, "job": to_dict(job)}, indent=2))
     storage.write_text(f"{run_dir}/{JOB_FILE}", to_yaml(job))
     storage.delete(f"{run_dir}/{FAILURE_RECORD}")  # from an earlier attempt
+    # Ray's own list of this run's checkpoints: we resume from storage instead, and our retention
+    # deletes checkpoints that list still names, which Ray would refuse to start with
+    storage.delete(f"{run_dir}/{RAY_CHECKPOINT_RECORD}")
 
     spill_dir = spill_dir_of(job)
     trainer = TorchTrainer(
