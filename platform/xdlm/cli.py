@@ -8,6 +8,7 @@ import sys
 import traceback
 
 from xdlm.errors import RunFailed, UserError
+from xdlm.eval.metric_names import is_evaluation
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -38,7 +39,7 @@ def _train(args: argparse.Namespace) -> int:
     if outcome.run_id:
         print(f"MLflow run {outcome.run_id} at {outcome.tracking_uri}")
         print(f"  browse: mlflow ui --backend-store-uri {outcome.tracking_uri}")
-    keys = [k for k in sorted(outcome.metrics) if k.startswith(("val/", "zeroshot/", "gen/"))]
+    keys = [k for k in sorted(outcome.metrics) if is_evaluation(k)]
     for key in keys:
         print(f"  {key:32s} {outcome.metrics[key]:.4f}")
     if outcome.run_id:
@@ -65,6 +66,12 @@ def _eval(args: argparse.Namespace) -> int:
     )
     for key, value in metrics.items():
         print(f"{key:36s} {value:12.4f}")
+    if not args.no_log:
+        from xdlm.eval.offline import log_to_run
+
+        run_id = log_to_run(args.run, metrics, args.storage_path)
+        if run_id:
+            print(f"logged to MLflow run {run_id} (beside the training's own numbers)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(metrics, f, indent=2)
@@ -181,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--evaluator", help="run directory of a causal evaluator (jobs/ar_evaluator.yaml)")
     evaluate.add_argument("--storage-path", default="runs")
     evaluate.add_argument("--json", help="also write the metrics to this JSON file")
+    evaluate.add_argument("--no-log", action="store_true", help="do not add the numbers to the run's MLflow run")
     evaluate.set_defaults(func=_eval)
 
     sample = sub.add_parser("sample", help="generate text with a trained diffusion run")

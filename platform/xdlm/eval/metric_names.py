@@ -24,6 +24,14 @@ TRAIN_TOKENS_PER_S = "train/tokens_per_s"
 UNIGRAM_PPL = "val/unigram_ppl"
 
 
+EVALUATION_PREFIXES = ("val/", "zeroshot/", "gen/")
+"""Every evaluation metric starts with one of these (the CLI prints those after a run)."""
+
+
+def is_evaluation(name: str) -> bool:
+    return name.startswith(EVALUATION_PREFIXES)
+
+
 def _prefix(eval_set: str) -> str:
     return "val" if eval_set == VALIDATION else f"zeroshot/{eval_set}"
 

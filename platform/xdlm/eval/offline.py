@@ -3,12 +3,16 @@ in this process (no Ray needed: evaluation of a checkpoint is a single-process j
 
 from __future__ import annotations
 
+import json
+import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from mlflow.entities import Metric
 
-from xdlm.checkpoint import has_checkpoint, load_model_from_run
+from xdlm.checkpoint import RUN_RECORD, has_checkpoint, latest_checkpoint, load_model_from_run, read_checkpoint
 from xdlm.config import JobConfig
 from xdlm.data.build import build_datasets
 from xdlm.diffusion import sampling
@@ -18,6 +22,9 @@ from xdlm.eval.evaluators import load_evaluator
 from xdlm.eval.suite import generation_metrics, likelihood_metrics
 from xdlm.models import backbone_info
 from xdlm.objective import Process, build_process, make_objective
+from xdlm.tracking.runs import make_client
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,6 +50,29 @@ def load_run(run: str, device: str = "cpu", storage_path: str = "runs") -> Loade
     model.eval()
     mask_id = build_datasets(job.data).tokenizer.mask_id
     return LoadedRun(model, job, build_process(job, model.vocab_size, mask_id))
+
+
+def log_to_run(run: str, metrics: dict[str, float], storage_path: str = "runs") -> str | None:
+    """Add ``metrics`` to the run's own MLflow run, at the step of the checkpoint evaluated, so a
+    run evaluated again lands on the same charts as its training.  Returns the MLflow run id, or
+    None when the run was not tracked or the tracker does not answer (then nothing is lost: the
+    numbers were printed)."""
+    run_dir = resolve_run_dir(run, storage_path)
+    record_path = run_dir / RUN_RECORD
+    if not record_path.is_file():
+        return None
+    record = json.loads(record_path.read_text())
+    if not record.get("mlflow_run_id") or not record.get("tracking_uri"):
+        return None
+    step = int(read_checkpoint(latest_checkpoint(run_dir))["counters"]["step"])
+    now = int(time.time() * 1000)
+    try:
+        make_client(record["tracking_uri"]).log_batch(
+            record["mlflow_run_id"], metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+    except Exception as err:
+        log.warning("could not log the evaluation to MLflow run %s: %s", record["mlflow_run_id"], err)
+        return None
+    return record["mlflow_run_id"]
 
 
 def evaluate_run(
