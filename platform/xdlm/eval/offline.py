@@ -12,7 +12,13 @@ from pathlib import Path
 import torch
 from mlflow.entities import Metric
 
-from xdlm.checkpoint import RUN_RECORD, has_checkpoint, latest_checkpoint, load_model_from_run, read_checkpoint
+from xdlm.checkpoint import (
+    RUN_RECORD,
+    has_checkpoint,
+    latest_checkpoint,
+    load_model_from_run,
+    read_checkpoint,
+)
 from xdlm.config import JobConfig
 from xdlm.data.build import build_datasets
 from xdlm.diffusion import sampling

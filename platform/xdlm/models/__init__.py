@@ -5,10 +5,13 @@ maps ``[B, L]`` token ids to ``[B, L, V]`` logits, ``model.hidden_states(z_t, t)
 ``[B, L, D]`` input of ``model.output_head``. ``backbone="causal_dit"`` gives a ``CausalDiT``
 (next-token logits and ``log_likelihood``). ``backbone_info(name)`` says what a backbone is
 trained for (``objective``) and whether the diffusion sampler can draw from it (``generates``).
+``backbone="oracle"`` is the exact denoiser of a Markov source (no parameters, built from the
+source's law: ``build_model(cfg, vocab_size, context=DenoisingContext(...))``).
 
 Modules, bottom up: ``registry`` (BACKBONES, BackboneInfo), ``config`` (ModelConfig, checked
 against the registry), ``rotary`` and ``layers`` (building blocks), ``dit`` and ``causal`` (the
-backbones, each registering itself), ``build`` and ``accounting``.
+backbones, each registering itself), ``oracle`` (the exact denoiser of ``xdlm.synthetic``),
+``build`` and ``accounting``.
 """
 
 # Importing the backbone modules here is what fills BACKBONES: Python runs this file before any
@@ -22,15 +25,18 @@ from xdlm.models.build import build_model
 from xdlm.models.causal import CausalDiT
 from xdlm.models.config import SIZES, ModelConfig, SizeSpec
 from xdlm.models.dit import DiT, DiTBase
-from xdlm.models.registry import BACKBONES, BackboneInfo, backbone_info
+from xdlm.models.oracle import MarkovOracle
+from xdlm.models.registry import BACKBONES, BackboneInfo, DenoisingContext, backbone_info
 
 __all__ = [
     "BACKBONES",
     "SIZES",
     "BackboneInfo",
     "CausalDiT",
+    "DenoisingContext",
     "DiT",
     "DiTBase",
+    "MarkovOracle",
     "ModelConfig",
     "SizeSpec",
     "backbone_info",

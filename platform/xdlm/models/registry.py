@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from xdlm.registry import Registry
 
 DIFFUSION = "diffusion"
@@ -29,15 +31,45 @@ class BackboneInfo:
     Attributes:
         objective: ``"diffusion"`` (a denoiser trained on the NELBO) or ``"autoregressive"``
             (next-token prediction).
+        trainable: False for a backbone with no trainable parameters (the exact ``oracle``):
+            ``xdlm train`` refuses it.
+        solves: data sources the backbone is exact for, by name; non-empty means it is built
+            from that source's law (``build_model(..., context=DenoisingContext)``) and a job
+            pairing it with another source is refused.  Empty: any source.
     """
 
     objective: str
+    trainable: bool = True
+    solves: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ValueError(
                 f"objective: unknown {self.objective!r}; allowed: {', '.join(OBJECTIVES)}"
             )
+
+    @property
+    def needs_context(self) -> bool:
+        """True when ``build_model`` needs a ``DenoisingContext`` (the backbone is exact for a
+        source, so it must know the source's law and the diffusion process)."""
+        return bool(self.solves)
+
+
+@dataclass(frozen=True)
+class DenoisingContext:
+    """What an exact denoiser needs beyond its config: the source's law and the process.
+
+    Attributes:
+        law: the exact law of the data (e.g. ``xdlm.synthetic.markov.MarkovChain``).
+        k: the process's mixing ratio.
+        mask_id: the [MASK] id.
+        alpha: the schedule, t [B] (float64) -> alpha_t [B].
+    """
+
+    law: Any
+    k: float
+    mask_id: int
+    alpha: Callable[[torch.Tensor], torch.Tensor]
 
     @property
     def generates(self) -> bool:

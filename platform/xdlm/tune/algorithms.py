@@ -10,7 +10,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from xdlm.config import ConfigError, JobConfig
 from xdlm.tune.clock import pbt_interval, scheduler_grace, scheduler_horizon
-from xdlm.tune.space import tune_domain
+from xdlm.tune.space import shares_draws, tune_domain
 from xdlm.tune.spec import SweepSpec
 
 
@@ -19,6 +19,8 @@ def build_search_alg(spec: SweepSpec, max_concurrent: int):
 
     Tune ignores ``TuneConfig.max_concurrent_trials`` (with only a log warning) when handed a
     ``BasicVariantGenerator`` instance, so the limit is set here, on the generator itself.
+    With replicates, ranged keys are drawn once per sample and shared over the grid (the replicate
+    index is a grid key), so the replicates of a configuration are the same configuration.
     """
     if spec.search.algorithm == "optuna":
         try:  # optuna is an optional dependency
@@ -26,7 +28,8 @@ def build_search_alg(spec: SweepSpec, max_concurrent: int):
         except ImportError as err:  # pragma: no cover - depends on the environment
             raise ConfigError(f"search.algorithm: optuna needs the 'optuna' package ({err})") from None
         return ConcurrencyLimiter(OptunaSearch(seed=spec.search.seed), max_concurrent=max_concurrent)
-    return BasicVariantGenerator(random_state=spec.search.seed, max_concurrent=max_concurrent)
+    return BasicVariantGenerator(random_state=spec.search.seed, max_concurrent=max_concurrent,
+                                 constant_grid_search=shares_draws(spec))
 
 
 def pbt_mutations(spec: SweepSpec) -> dict[str, Any]:

@@ -94,13 +94,15 @@ def _run_id(run_dir: Path) -> str | None:
 
 
 def trial_records(directory: Path) -> dict[str, dict[str, Any]]:
-    """trial id -> its current run {run_dir, run_id, done (final payload or None), segment,
-    init_from, replaced (run ids of earlier PBT segments)} for every trial that started."""
+    """trial id -> its current run {run_dir, run_id, done (final payload or None), segment, params
+    (the segment's Tune config), init_from, replaced (run ids of earlier PBT segments)} for every
+    trial that started."""
     records = {}
     for trial_id, runs in trial_segments(directory).items():
         run_dir, info = runs[-1]
         records[trial_id] = {"run_dir": str(run_dir), "run_id": _run_id(run_dir), "done": read_done(run_dir),
-                             "segment": info["segment"], "init_from": info.get("init_from"),
+                             "segment": info["segment"], "params": info.get("params") or {},
+                             "init_from": info.get("init_from"),
                              "replaced": [run_id for d, _ in runs[:-1] if (run_id := _run_id(d))]}
     return records
 

@@ -4,9 +4,11 @@ Tune ends a trial that ASHA stops by killing its actor, so that trial's MLflow r
 ``run_training`` in the actor) would stay RUNNING forever; errored trials likewise. Here each
 trial's run gets ``xdlm.trial_status`` (completed / stopped_early / error / interrupted;
 ``pbt_replaced`` for the earlier segments of a trial that PBT made clone another) and the
-terminal status that Tune's verdict implies, the best completed trial (by the sweep's metric,
-from its final report) gets ``xdlm.best_trial=true``, and the parent run records which one that
-was.
+terminal status that Tune's verdict implies, and the best configuration is recorded: decided on
+the mean of the sweep's metric over its completed replicates (``xdlm.tune.aggregate``), its runs
+tagged ``xdlm.best_config=true``, its best replicate ``xdlm.best_trial=true``, and the parent run
+gets ``best/<metric>`` (the mean), its interval, the number of replicates and whether the best is
+resolved at this budget (``xdlm.best_resolved``: true / false / unknown with one replicate).
 
 Tune's verdict is read through public API only: each ``Result`` of the ``ResultGrid`` gives a
 trial's error and last metrics, and the experiment state Tune saves as ``fit`` returns, read
@@ -27,6 +29,7 @@ from ray.tune import ExperimentAnalysis
 
 from xdlm.tracking.runs import make_client
 from xdlm.tune import layout
+from xdlm.tune.aggregate import BestVerdict, TrialResult, decide_best, summarise
 
 # Tune's statuses of a trial that has not ended: a resumed sweep continues it.
 UNFINISHED = ("PENDING", "RUNNING", "PAUSED")
@@ -43,6 +46,8 @@ class SweepOutcome:
     statuses: dict[str, str]
     interrupted: bool = False
     """Tune returned with trials unfinished (e.g. Ctrl-C): resume to continue."""
+    best: BestVerdict = field(default_factory=lambda: BestVerdict(None))
+    """The best configuration on the means, and whether that is resolved."""
 
 
 @dataclass(frozen=True)
@@ -80,12 +85,22 @@ def trial_status(record: dict[str, Any], verdict: TuneVerdict) -> tuple[str, str
 
 
 def pick_best(records: dict[str, dict[str, Any]], metric: str, mode: str) -> str | None:
+    """The best of ``records`` (trial id -> layout record) on its final ``metric``."""
     scored = []
     for trial_id, record in records.items():
         value = (record["done"] or {}).get("metrics", {}).get(metric)
         if isinstance(value, (int, float)) and math.isfinite(value):
             scored.append((value if mode == "min" else -value, trial_id))
     return min(scored)[1] if scored else None
+
+
+def best_configuration(records: dict[str, dict[str, Any]], metric: str, mode: str):
+    """(verdict, the best configuration's summary or None) on the means of its replicates."""
+    configs, _ = summarise(TrialResult(trial_id, record.get("params") or {}, record["done"] is not None,
+                                       (record["done"] or {}).get("metrics", {}))
+                           for trial_id, record in records.items())
+    verdict = decide_best(configs, metric, mode)
+    return verdict, next((c for c in configs if c.config_id == verdict.config_id), None)
 
 
 def settle_trials(state: dict[str, Any], spec, verdicts: dict[str, TuneVerdict]) -> SweepOutcome:
@@ -118,16 +133,28 @@ def settle_trials(state: dict[str, Any], spec, verdicts: dict[str, TuneVerdict])
             if client.get_run(replaced).info.status in ("RUNNING", "FAILED"):
                 client.set_terminated(replaced, status="KILLED")
 
-    best = pick_best(records, spec.metric, spec.mode)
+    verdict, config = best_configuration(records, spec.metric, spec.mode)
+    best = pick_best({t: records[t] for t in config.counted.values()}, spec.metric, spec.mode) if config else None
     parent = state["parent_run_id"]
     for status in TRIAL_STATUSES:
         client.log_metric(parent, f"sweep/trials_{status}", list(statuses.values()).count(status))
-    if best is not None:
+    if config is not None and best is not None:
+        for trial_id in config.counted.values():
+            if records[trial_id]["run_id"]:
+                client.set_tag(records[trial_id]["run_id"], "xdlm.best_config", "true")
         best_run = records[best]["run_id"]
         if best_run:
             client.set_tag(best_run, "xdlm.best_trial", "true")
             client.set_tag(parent, "xdlm.best_run_id", best_run)
         client.set_tag(parent, "xdlm.best_trial_id", best)
-        client.log_metric(parent, f"best/{spec.metric}", records[best]["done"]["metrics"][spec.metric])
+        client.set_tag(parent, "xdlm.best_config_id", config.config_id)
+        client.set_tag(parent, "xdlm.best_resolved", {True: "true", False: "false", None: "unknown"}[verdict.resolved])
+        value = config.get(spec.metric)
+        client.log_metric(parent, f"best/{spec.metric}", value.mean)
+        client.log_metric(parent, "best/replicates", value.n)
+        if value.has_interval:
+            client.log_metric(parent, f"best/{spec.metric}/ci_low", value.low)
+            client.log_metric(parent, f"best/{spec.metric}/ci_high", value.high)
     unfinished = [t for t, verdict in verdicts.items() if verdict.status in UNFINISHED]
-    return SweepOutcome(spec.name, directory, parent, state["tracking_uri"], best, statuses, interrupted=bool(unfinished))
+    return SweepOutcome(spec.name, directory, parent, state["tracking_uri"], best, statuses,
+                        interrupted=bool(unfinished), best=verdict)

@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from xdlm.config import ConfigError, JobConfig
+from xdlm.tune.replicates import REPLICATE_KEY, SEED_KEYS, replicate_index, searched_values, seeds_for
 from xdlm.tune.spec import PARAM_KINDS, ParamSpec, SweepSpec
 
 # Resources are the sweep's, identical for all trials, so the concurrency rule holds.
@@ -99,7 +100,21 @@ def tune_domain(param: ParamSpec):
 
 
 def param_space(spec: SweepSpec) -> dict[str, Any]:
-    return {key: tune_domain(param) for key, param in spec.space.items()}
+    """The Tune param space: each key's domain, plus a grid over the replicate index (last, so
+    Tune enumerates every configuration once before the next replicate of any)."""
+    from ray import tune
+
+    space = {key: tune_domain(param) for key, param in spec.space.items()}
+    if spec.search.replicates > 1:
+        space[REPLICATE_KEY] = tune.grid_search(list(range(spec.search.replicates)))
+    return space
+
+
+def shares_draws(spec: SweepSpec) -> bool:
+    """Whether ranged keys must be drawn once per sample and held over the grid (Tune's
+    ``constant_grid_search``): with replicates (from ``search.replicates`` or a seed key in the
+    space), so that the replicates of a configuration have the same values."""
+    return spec.search.replicates > 1 or any(key in SEED_KEYS for key in spec.space)
 
 
 def _coerce(value: Any, current: Any) -> Any:
@@ -147,10 +162,15 @@ def candidate_values(param: ParamSpec) -> list[Any]:
     return [low, high]
 
 
-def trial_job(job_dict: dict[str, Any], params: dict[str, Any], name: str, storage_path: str,
+def trial_job(job_dict: dict[str, Any], config: dict[str, Any], name: str, storage_path: str,
               tracking_uri: str | None) -> JobConfig:
-    """The job a trial trains: sampled values set, a deterministic name under the sweep."""
-    job = apply_params(job_dict, params)
+    """The job a trial trains: the Tune ``config``'s searched values set, the seeds of its
+    replicate (``xdlm.tune.replicates``), a deterministic name under the sweep."""
+    job = apply_params(job_dict, searched_values(config))
+    replicate = replicate_index(config)
+    if replicate:
+        seeds = seeds_for(job.train.seed, job.data.seed, replicate)
+        job.train.seed, job.data.seed = seeds["train.seed"], seeds["data.seed"]
     job.name = name
     job.cluster.storage_path = storage_path
     job.tracking.tracking_uri = tracking_uri

@@ -21,6 +21,7 @@ from omegaconf import MISSING, OmegaConf
 
 from xdlm.config import ConfigError, dataclass_at, load_structured
 from xdlm.eval import metric_names
+from xdlm.tune.replicates import seed_keys_in_space
 
 PARAM_KINDS = ("grid", "choice", "uniform", "loguniform", "quniform", "qloguniform", "randint")
 """How one key is searched: ``grid`` enumerates ``values``; ``choice`` samples one of them;
@@ -66,6 +67,12 @@ class SearchSpec:
     """Samples drawn from the space; with grids, the whole grid is repeated this many times."""
     seed: int | None = 0
     """Seed of the searcher (random/optuna) so a sweep is reproducible; null: unseeded."""
+    replicates: int = 1
+    """Trials per configuration, each with its own seeds: replicate r sets train.seed and data.seed
+    to the base job's + r (model init, noise, batch order). The report gives each configuration's
+    mean and 95 % Student-t interval and says which differences are resolved. With more than 1,
+    ranged keys are drawn once per sample and shared by every grid point and replicate; not with
+    scheduler.kind=pbt, search.algorithm=optuna or a seed key in space."""
 
 
 @dataclass
@@ -206,6 +213,7 @@ def validate_spec_fields(spec: SweepSpec) -> None:
     _require(spec.search.algorithm in SEARCH_ALGORITHMS, "search.algorithm",
              f"must be one of {', '.join(SEARCH_ALGORITHMS)}, got {spec.search.algorithm!r}")
     _require(spec.search.num_samples >= 1, "search.num_samples", f"must be >= 1, got {spec.search.num_samples}")
+    validate_replicates(spec)
     _require(spec.scheduler.kind in SCHEDULERS, "scheduler.kind",
              f"must be one of {', '.join(SCHEDULERS)}, got {spec.scheduler.kind!r}")
     if spec.scheduler.kind == "pbt":
@@ -235,6 +243,28 @@ def validate_spec_fields(spec: SweepSpec) -> None:
              "is empty: give at least one config key to search, e.g. space: {diffusion.k: {kind: grid, values: [0, 1]}}")
 
 
+def validate_replicates(spec: SweepSpec) -> None:
+    """``search.replicates`` >= 1, and only where a configuration can be repeated as it is."""
+    replicates = spec.search.replicates
+    _require(replicates >= 1, "search.replicates", f"must be >= 1 (1: one trial per configuration), got {replicates}")
+    if replicates == 1:
+        return
+    seeded = seed_keys_in_space(list(spec.space), {k: list(p.values or []) for k, p in spec.space.items()})
+    _require(not seeded, "search.replicates",
+             f"{replicates} replicates set train.seed and data.seed, but space.{seeded[0] if seeded else ''} sets a "
+             "seed too; use one or the other (a seed grid in space is itself a way to get replicates)")
+    _require(spec.scheduler.kind != "pbt", "search.replicates",
+             "PBT makes trials clone each other's checkpoints and hyperparameters, so replicates of a "
+             "configuration would not stay replicates of it; use replicates: 1 with scheduler.kind=pbt")
+    _require(spec.search.algorithm != "optuna", "search.replicates",
+             "optuna proposes a new configuration for every trial and cannot repeat one; use "
+             "search.algorithm grid or random with replicates")
+    only_grids = all(p.kind == "grid" for p in spec.space.values())
+    _require(not (only_grids and spec.search.num_samples > 1), "search.num_samples",
+             f"a space of grids only repeats the same trials (same seeds) num_samples={spec.search.num_samples} "
+             f"times; with search.replicates={replicates} set num_samples: 1")
+
+
 def validate_pbt_fields(spec: SweepSpec) -> None:
     s = spec.scheduler
     _require(spec.search.algorithm != "optuna", "search.algorithm",
@@ -258,6 +288,6 @@ def validate_pbt_fields(spec: SweepSpec) -> None:
 
 
 def population_size(spec: SweepSpec) -> int:
-    """How many trials the sweep has: the grid's size times num_samples."""
+    """How many trials the sweep has: the grid's size times num_samples times replicates."""
     grids = [len(p.values or []) for p in spec.space.values() if p.kind == "grid"]
-    return math.prod(grids) * spec.search.num_samples
+    return math.prod(grids) * spec.search.num_samples * spec.search.replicates

@@ -35,6 +35,7 @@ from xdlm.tracking.runs import make_client
 from xdlm.train.launch import run_training
 from xdlm.tune import layout
 from xdlm.tune.channel import CLOCKS, fit_reporting_to_tune, read_pointer
+from xdlm.tune.replicates import identity, searched_values
 from xdlm.tune.space import trial_job
 
 log = logging.getLogger(__name__)
@@ -118,8 +119,10 @@ def run_trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:
     layout.log_start(directory, trial_id, resume, segment.run_name)
     # used only while the run has no checkpoint of its own (Ray Train's come first)
     init_checkpoint = donor_checkpoint(directory, segment.init_from) if segment.init_from else None
+    who = identity(config)
     tags = {"xdlm.sweep": sweep["name"], "xdlm.trial_id": trial_id,
-            **{f"xdlm.sweep.param.{key}": str(value)[:5000] for key, value in config.items()}}
+            "xdlm.sweep.config_id": who.config_id, "xdlm.sweep.replicate": who.replicate,
+            **{f"xdlm.sweep.param.{key}": str(value)[:5000] for key, value in searched_values(config).items()}}
     if segment.init_from:
         tags["xdlm.pbt.segment"] = segment.index
         tags["xdlm.pbt.init_from"] = layout.donor_label(segment.init_from)
