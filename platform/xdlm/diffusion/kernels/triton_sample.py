@@ -68,7 +68,9 @@ def _nucleus(
     tl.store(threshold_ptr + rows, lo.to(tl.int32), mask=row_ok)
 
 
-@triton.jit
+# seed is a fresh random int per launch: specialising it (divisible by 16, == 1) would compile
+# another variant of the kernel for some seeds, mid-sampling
+@triton.jit(do_not_specialize=["seed"])
 def _draw(
     logits_ptr, stride_t, threshold_ptr, lse_ptr, draw_ptr, seed, T, V, mask_id,
     HAS_CUT: tl.constexpr, GREEDY: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr,
