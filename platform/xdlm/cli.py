@@ -146,6 +146,40 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _oracle(args: argparse.Namespace) -> int:
+    """``xdlm oracle [JOB.yaml] [k=v ...]``: the exact denoiser's study on a Markov source."""
+    from xdlm.config import load_job
+    from xdlm.eval.oracle_study import run_oracle_study
+    from xdlm.train.launch import default_tracking_uri
+
+    if args.job and "=" in args.job and not os.path.isfile(args.job):  # only overrides were given
+        args.overrides, args.job = [args.job, *args.overrides], None
+    job = load_job(args.job, [*ORACLE_DEFAULTS, *args.overrides] if not args.job else args.overrides)
+    study = run_oracle_study(
+        job, ks=_floats(args.k, "--k"), steps=[int(s) for s in _floats(args.steps, "--steps")],
+        num_samples=args.num_samples, nelbo_repeats=args.repeats, out_dir=args.out,
+        tracking_uri=None if args.no_log else default_tracking_uri(job))
+    print(study.table(), end="")
+    print(f"({study.seconds:.1f} s)")
+    for name, path in study.files.items():
+        print(f"  {name}: {path}")
+    if study.run_id:
+        print(f"MLflow run {study.run_id} at {default_tracking_uri(job)}")
+    return 0
+
+
+#: ``xdlm oracle`` without a job file: the Markov source's defaults (docs/synthetic.md).
+ORACLE_DEFAULTS = ("name=oracle", "data.source=markov", "data.eval_sets=[]", "data.seq_len=32",
+                   "data.markov.order=2", "data.markov.concentration=0.3", "data.markov.validation_sequences=256")
+
+
+def _floats(text: str, flag: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{flag}: a comma-separated list of numbers, got {text!r}") from None
+
+
 def _tracking(args: argparse.Namespace) -> int:
     """``xdlm tracking flush RUN``: deliver a run's spilled MLflow records without training."""
     from xdlm.train.launch import flush_spill
@@ -215,6 +249,18 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     sweep.add_argument("--no-log", action="store_true", help="report: do not log the report to MLflow")
     sweep.set_defaults(func=_sweep)
+    oracle = sub.add_parser("oracle", help="the exact denoiser of a Markov source: NELBO vs entropy per k, "
+                            "true NLL of its samples vs steps (docs/synthetic.md)")
+    oracle.add_argument("job", nargs="?", help="job file with data.source: markov (default: the built-in source)")
+    oracle.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. data.markov.order=1")
+    oracle.add_argument("--k", default="0,0.1,0.5,1", help="comma-separated mixing ratios")
+    oracle.add_argument("--steps", default="1,2,4,8,16,32,64,128", help="comma-separated sampler steps")
+    oracle.add_argument("--num-samples", type=int, default=128, help="samples per k and step count")
+    oracle.add_argument("--repeats", type=int, default=16, help="passes over the validation set for the NELBO")
+    oracle.add_argument("--out", default="runs/oracle", help="directory for oracle.{json,md,png,html}")
+    oracle.add_argument("--no-log", action="store_true", help="do not log an MLflow run")
+    oracle.set_defaults(func=_oracle)
+
     tracking = sub.add_parser("tracking", help="tracking housekeeping: flush RUN delivers a run's spilled records")
     tracking.add_argument("action", choices=["flush"])
     tracking.add_argument("run", help="run name under --storage-path, or its directory")

@@ -26,6 +26,7 @@ from xdlm.diffusion import sampling, schedules
 from xdlm.diffusion.kernels.dispatch import BACKENDS as LOSS_BACKENDS
 from xdlm.errors import UserError
 from xdlm.models.config import ModelConfig
+from xdlm.models.registry import backbone_info
 
 PRECISIONS = ("auto", "fp32", "bf16")
 NONFINITE_POLICIES = ("skip", "stop")
@@ -261,6 +262,10 @@ class JobConfig:
                 "train.global_batch",
                 f"must be a positive multiple of train.micro_batch x cluster.num_workers = {per_step}, "
                 f"got {self.train.global_batch}")
+        solves = backbone_info(self.model.backbone).solves
+        require(not solves or self.data.source in solves, "model.backbone",
+                f"{self.model.backbone!r} is the exact denoiser of data.source {' or '.join(solves)}; "
+                f"it cannot solve data.source {self.data.source!r}")
         require(self.data.seq_len <= self.model.max_seq_len, "data.seq_len",
                 f"{self.data.seq_len} is above the model's maximum model.max_seq_len = {self.model.max_seq_len}")
         return self

@@ -60,15 +60,21 @@ def reference_markdown() -> str:
         "Job files in `jobs/` override these defaults; `key=value` arguments override the file.",
         "",
     ]
-    for section in dataclasses.fields(JobConfig):
+    sections = [(f.name, f) for f in dataclasses.fields(JobConfig)]
+    while sections:
+        name, section = sections.pop(0)
         value = section.default_factory() if section.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
         if not dataclasses.is_dataclass(value):
             continue
         cls = type(value)
         docs = _field_docs(cls)
-        lines += [f"## `{section.name}`", "", "| key | default | meaning |", "|---|---|---|"]
+        lines += [f"## `{name}`", "", "| key | default | meaning |", "|---|---|---|"]
+        nested = []
         for f in dataclasses.fields(cls):
-            lines.append(f"| `{section.name}.{f.name}` | {_default(f)} | {docs.get(f.name, '').replace('|', '/')} |")
+            lines.append(f"| `{name}.{f.name}` | {_default(f)} | {docs.get(f.name, '').replace('|', '/')} |")
+            if f.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(f.default_factory()):  # type: ignore[misc]
+                nested.append((f"{name}.{f.name}", f))
+        sections[:0] = nested  # a nested section (data.markov) right after its parent
         lines.append("")
     top = _field_docs(JobConfig)
     lines += ["## top level", "", "| key | default | meaning |", "|---|---|---|",

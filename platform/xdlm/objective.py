@@ -16,10 +16,11 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from xdlm.config import JobConfig
+from xdlm.config import ConfigError, JobConfig
+from xdlm.data.datasets import Datasets
 from xdlm.diffusion import XDLM, schedules
 from xdlm.diffusion.schedules import Schedule
-from xdlm.models import backbone_info
+from xdlm.models import DenoisingContext, ModelConfig, backbone_info, build_model
 
 #: objective(model, x0 [B, L], t [B], generator) -> scalar loss
 Objective = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Generator | None], torch.Tensor]
@@ -37,6 +38,33 @@ def build_process(job: JobConfig, vocab_size: int, mask_id: int) -> Process:
     from the tokenizer."""
     d = job.diffusion
     return Process(XDLM(vocab_size, mask_id, d.k), schedules.get(d.schedule, **d.schedule_params))
+
+
+def build_denoiser(job: JobConfig, data: Datasets, process: Process) -> torch.nn.Module:
+    """The job's backbone for ``data``'s vocabulary.  A backbone that is exact for its source (the
+    ``oracle``) is built from the source's law, the process's k and mask id and the schedule;
+    every other backbone is ``build_model(job.model, vocab_size)``."""
+    vocab_size = data.tokenizer.vocab_size
+    if not backbone_info(job.model.backbone).needs_context:
+        return build_model(job.model, vocab_size)
+    return build_model(job.model, vocab_size, context=denoising_context(data, process, job.model.backbone))
+
+
+def build_oracle(data: Datasets, process: Process, leave_one_out: bool = True) -> torch.nn.Module:
+    """The exact denoiser of ``data`` (a source with ``exact_law``) under ``process``; with
+    ``leave_one_out=False`` the full posterior instead (the wrong plug-in, for comparisons)."""
+    context = denoising_context(data, process, "oracle")
+    oracle = build_model(ModelConfig(backbone="oracle"), data.tokenizer.vocab_size, context=context)
+    oracle.leave_one_out = leave_one_out
+    return oracle
+
+
+def denoising_context(data: Datasets, process: Process, backbone: str) -> DenoisingContext:
+    """What an exact backbone needs: ``data.exact_law``, k, the mask id and alpha(t)."""
+    if data.exact_law is None:
+        raise ConfigError(f"model.backbone: {backbone!r} needs a source with a known law (data.source: "
+                          f"markov); data.source {data.config.source!r} has none")
+    return DenoisingContext(data.exact_law, process.xdlm.k, process.xdlm.mask_id, process.schedule.alpha)
 
 
 def diffusion_loss(

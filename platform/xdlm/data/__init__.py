@@ -14,7 +14,8 @@ Typical use (a training worker)::
 
 Modules, bottom up: ``registry`` (SOURCES, TOKENIZERS), ``config`` (DataConfig, checked against
 the registries), ``cache`` (atomic token arrays), ``sources`` and ``hub_sources`` (text sources),
-``tokenizers`` (TextTokenizer), ``packing``, ``loader``, ``build``.
+``synthetic_sources`` (the ``markov`` entry), ``tokenizers`` (TextTokenizer), ``packing``,
+``loader``, ``datasets`` (Datasets), ``markov`` (the Markov source's Datasets), ``build``.
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ from typing import TYPE_CHECKING, Any
 # The sources and tokenizers register themselves on import: importing them here fills SOURCES and
 # TOKENIZERS before any ``xdlm.data.*`` module runs (Python runs this file first), so
 # ``DataConfig.validate`` and ``make_source`` always see every name.
-from xdlm.data import hub_sources, sources, tokenizers  # noqa: F401
+from xdlm.data import hub_sources, sources, synthetic_sources, tokenizers  # noqa: F401
 
 # The other exports are resolved lazily (PEP 562) so that ``from xdlm.data.config import
 # DataConfig``, used by the job config and the CLI, does not import torch.
 _EXPORTS = {
-    "Datasets": "xdlm.data.build",
-    "TokenBlocks": "xdlm.data.build",
+    "Datasets": "xdlm.data.datasets",
+    "TokenBlocks": "xdlm.data.datasets",
+    "MarkovConfig": "xdlm.data.config",
     "build_datasets": "xdlm.data.build",
     "build_token_blocks": "xdlm.data.build",
     "DataConfig": "xdlm.data.config",
@@ -54,6 +56,7 @@ __all__ = [
     "BlockPacker",
     "DataConfig",
     "Datasets",
+    "MarkovConfig",
     "EvalBatches",
     "SOURCES",
     "TOKENIZERS",
@@ -73,8 +76,9 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from xdlm.data.build import Datasets, TokenBlocks, build_datasets, build_token_blocks
-    from xdlm.data.config import DataConfig
+    from xdlm.data.build import build_datasets, build_token_blocks
+    from xdlm.data.config import DataConfig, MarkovConfig
+    from xdlm.data.datasets import Datasets, TokenBlocks
     from xdlm.data.loader import (
         EvalBatches,
         TrainBatches,

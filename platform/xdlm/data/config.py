@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from xdlm.data.registry import SOURCES, TOKENIZERS
+from xdlm.synthetic import memory
 
 #: Split names every source understands.
 SPLITS = ("train", "validation", "test")
@@ -26,12 +27,86 @@ LOCAL_FILE_SOURCES = ("text", "jsonl", "parquet")
 GENERIC_SOURCES = LOCAL_FILE_SOURCES + ("hf",)
 #: Smallest vocabulary a byte-level BPE can have: 256 byte symbols + BOS, EOS, MASK, + 1 merge.
 MIN_BPE_VOCAB_SIZE = 260
+#: Sources generated from a known law (token ids, no text, no tokenizer): ``data.markov``.
+SYNTHETIC_SOURCES = ("markov",)
+#: Highest order of the Markov source (the oracle runs on V^order contexts).
+MAX_MARKOV_ORDER = 3
 
 
 def default_cache_dir() -> Path:
     """``$XDLM_CACHE`` if set, else ``~/.cache/xdlm``."""
     env = os.environ.get("XDLM_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "xdlm"
+
+
+@dataclass
+class MarkovConfig:
+    """The synthetic Markov source (``data.source: markov``): an order-n chain over V symbols whose
+    law is known exactly (docs/synthetic.md). Token ids are the symbols 0..V-1 plus the mask id V
+    (vocabulary V + 1); ``tokenizer`` and ``vocab_size`` are ignored."""
+
+    num_symbols: int = 8
+    """V, the number of symbols (>= 2); the vocabulary is V + 1 with the mask id V."""
+
+    order: int = 1
+    """n, the order of the chain (1..3); the exact oracle runs on V^n contexts."""
+
+    concentration: float = 0.5
+    """Dirichlet concentration of each transition row's weights (> 0): small = peaked rows, a low
+    entropy rate."""
+
+    sparsity: float = 0.5
+    """Share of each row's symbols that get no Dirichlet weight (only the floor), in [0, 1)."""
+
+    floor: float = 0.01
+    """Uniform mass mixed into every transition row, in (0, 1]: keeps every sequence possible (a
+    finite log p for any sample) and the chain ergodic."""
+
+    seed: int = 0
+    """Seed of the chain's parameters and of its held-out sets (the training stream also mixes in
+    ``data.seed``)."""
+
+    validation_sequences: int = 512
+    """Held-out sequences of ``seq_len`` in the validation split (and as many in test)."""
+
+    max_memory_mb: float = 4096.0
+    """Refuse a source whose tables plus one sequence's exact forward-backward need more memory."""
+
+    def validate(self, seq_len: int) -> "MarkovConfig":
+        """Raise ``ValueError`` naming the first invalid field (as ``DataConfig.markov.<field>``)."""
+
+        def bad(name: str, allowed: str) -> ValueError:
+            return ValueError(f"DataConfig.markov.{name} = {getattr(self, name)!r} is invalid: {allowed}")
+
+        if not _is_int(self.num_symbols) or self.num_symbols < 2:
+            raise bad("num_symbols", "must be an integer >= 2")
+        if not _is_int(self.order) or not 1 <= self.order <= MAX_MARKOV_ORDER:
+            raise bad("order", f"must be an integer in 1..{MAX_MARKOV_ORDER}")
+        if not self.concentration > 0:
+            raise bad("concentration", "must be > 0")
+        if not 0.0 <= self.sparsity < 1.0:
+            raise bad("sparsity", "must be in [0, 1)")
+        if not 0.0 < self.floor <= 1.0:
+            raise bad("floor", "must be in (0, 1] (0 would allow impossible sequences)")
+        if not _is_int(self.seed) or self.seed < 0:
+            raise bad("seed", "must be an integer >= 0")
+        if not _is_int(self.validation_sequences) or self.validation_sequences < 1:
+            raise bad("validation_sequences", "must be an integer >= 1")
+        if seq_len < self.order:
+            raise ValueError(f"DataConfig.seq_len = {seq_len} is invalid: the markov source needs "
+                             f"seq_len >= markov.order = {self.order}")
+        need = memory.oracle_bytes(self.num_symbols, self.order, seq_len)
+        if need > self.max_memory_mb * 2**20:
+            states = memory.num_states(self.num_symbols, self.order)
+            raise bad("max_memory_mb", f"the markov source (V = {self.num_symbols}, order "
+                      f"{self.order}: {states} contexts) with seq_len = {seq_len} needs "
+                      f"{need / 2**20:.1f} MiB for its tables and one sequence's exact "
+                      "forward-backward; lower num_symbols, order or seq_len (or raise max_memory_mb)")
+        return self
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass
@@ -140,6 +215,10 @@ class DataConfig:
     lock_timeout_s: float = 3600.0
     """How long a worker waits for another process that is building the same cache entry."""
 
+    # ----- synthetic sources ---------------------------------------------------------------------
+    markov: MarkovConfig = field(default_factory=MarkovConfig)
+    """The ``markov`` source's chain (used only when ``source`` is ``markov``)."""
+
     def resolved_cache_dir(self) -> Path:
         """The cache directory this config uses (``cache_dir`` or the default)."""
         return Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()
@@ -218,4 +297,9 @@ class DataConfig:
             raise bad("num_proc", "must be >= 1")
         if self.lock_timeout_s <= 0:
             raise bad("lock_timeout_s", "must be > 0 seconds")
+        if self.source in SYNTHETIC_SOURCES:
+            if self.eval_sets:
+                raise bad("eval_sets", f"must be empty for the synthetic source {self.source!r} (its "
+                          "held-out sets are generated: validation and test)")
+            self.markov.validate(self.seq_len)
         return self

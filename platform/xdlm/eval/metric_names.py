@@ -10,6 +10,19 @@ as the numbers its training logged.
   something");
 - ``gen/entropy_<S>steps``, ``gen/ppl_<S>steps``: generation quality with S sampler steps;
 - ``train/*``: the optimisation itself.
+
+On a source whose law is known (``data.source: markov``, docs/synthetic.md), also:
+
+- ``val/nelbo_gap``: validation NELBO per token minus the exact NLL per token of the same
+  sequences (whose mean is H(X_1:L) / L, the entropy rate plus a start-up term); ``val/true_nll``
+  that exact NLL, ``val/entropy_rate`` the chain's entropy rate h;
+- ``gen/true_nll_<S>steps``: exact NLL per token of samples under the source;
+  ``gen/unigram_entropy_<S>steps``, ``gen/bigram_entropy_<S>steps``: entropies of the samples'
+  pooled unigram / bigram histograms, beside the held-out data's ``gen/unigram_entropy_source``,
+  ``gen/bigram_entropy_source``;
+- the exact denoiser's value of each, with the suffix ``_oracle`` (``val/nelbo_gap_oracle``,
+  ``gen/true_nll_8steps_oracle``): same settings, same sequences, next to the trained model's in
+  the MLflow UI.  ``xdlm oracle`` logs the same names with ``/k<k>`` appended (``val/nelbo_gap_oracle/k0.1``).
 """
 
 from __future__ import annotations
@@ -22,6 +35,12 @@ TRAIN_LR = "train/lr"
 TRAIN_GRAD_NORM = "train/grad_norm"
 TRAIN_TOKENS_PER_S = "train/tokens_per_s"
 UNIGRAM_PPL = "val/unigram_ppl"
+TRUE_NLL = "val/true_nll"
+"""Exact NLL per token of the validation sequences under a known source."""
+ENTROPY_RATE = "val/entropy_rate"
+"""Entropy rate (nats/token) of a known source."""
+ORACLE_SUFFIX = "_oracle"
+"""Appended to a metric's name for the exact denoiser's value of it."""
 
 
 EVALUATION_PREFIXES = ("val/", "zeroshot/", "gen/")
@@ -54,6 +73,35 @@ def sample_entropy(steps: int) -> str:
 def generative_ppl(steps: int) -> str:
     """Perplexity of samples drawn with ``steps`` sampler steps under the evaluator model."""
     return f"gen/ppl_{int(steps)}steps"
+
+
+def _oracle(name: str, oracle: bool) -> str:
+    return name + ORACLE_SUFFIX if oracle else name
+
+
+def nelbo_gap(oracle: bool = False) -> str:
+    """Validation NELBO per token above the exact NLL per token of the same sequences."""
+    return _oracle("val/nelbo_gap", oracle)
+
+
+def true_nll(steps: int, oracle: bool = False) -> str:
+    """Exact NLL per token, under the source, of samples drawn with ``steps`` sampler steps."""
+    return _oracle(f"gen/true_nll_{int(steps)}steps", oracle)
+
+
+def pooled_entropy(kind: str, steps: int, oracle: bool = False) -> str:
+    """Entropy of the pooled ``kind`` (unigram / bigram) histogram of samples at ``steps``."""
+    return _oracle(f"gen/{kind}_entropy_{int(steps)}steps", oracle)
+
+
+def source_entropy(kind: str) -> str:
+    """The same pooled ``kind`` entropy of held-out data from the source (the target)."""
+    return f"gen/{kind}_entropy_source"
+
+
+def with_k(name: str, k: float) -> str:
+    """``name`` for one k of the oracle study (``xdlm oracle``): ``val/nelbo_gap_oracle/k0.1``."""
+    return f"{name}/k{k:g}"
 
 
 def during_training() -> tuple[str, ...]:

@@ -26,6 +26,7 @@ from xdlm.errors import UserError
 from xdlm.eval import metric_names
 from xdlm.eval.evaluators import load_evaluator
 from xdlm.eval.suite import generation_metrics, likelihood_metrics
+from xdlm.eval.synthetic import synthetic_metrics
 from xdlm.models import backbone_info
 from xdlm.objective import Process, build_process, make_objective
 from xdlm.tracking.runs import make_client
@@ -106,7 +107,14 @@ def evaluate_run(
     metrics = likelihood_metrics(objective, loaded.model, data, [metric_names.VALIDATION, *data.eval_sets],
                                  job.train.micro_batch, device, job.diffusion.t_min, max_batches)
     metrics[metric_names.UNIGRAM_PPL] = float(data.unigram_baseline().perplexity)
-    if not backbone_info(job.model.backbone).generates:
+    generates = backbone_info(job.model.backbone).generates
+    if sample_steps:
+        job.eval.sample_steps = list(sample_steps)
+    if num_samples:
+        job.eval.num_samples = num_samples
+    metrics.update(synthetic_metrics(job, loaded.model if generates else None, data, loaded.process, device,
+                                     max_batches))
+    if not generates:
         return metrics
     scorer = load_evaluator(evaluator or job.eval.evaluator, data.tokenizer, device)
     metrics.update(generation_metrics(

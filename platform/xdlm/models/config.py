@@ -38,7 +38,9 @@ class ModelConfig:
     """Backbone configuration.
 
     Attributes:
-        backbone: registered backbone name (``"dit"`` bidirectional, ``"causal_dit"`` autoregressive).
+        backbone: registered backbone name (``"dit"`` bidirectional, ``"causal_dit"`` autoregressive,
+            ``"oracle"`` the exact denoiser of ``data.source: markov``: no parameters, not trained;
+            the size fields do not apply to it).
         size: ``"tiny"``, ``"small"``, ``"medium"`` or ``"custom"``.
         n_layers, hidden, n_heads: required for ``size == "custom"``; for a named size leave them
             ``None`` (or equal to the table's values).

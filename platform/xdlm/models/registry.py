@@ -54,6 +54,12 @@ class BackboneInfo:
         source, so it must know the source's law and the diffusion process)."""
         return bool(self.solves)
 
+    @property
+    def generates(self) -> bool:
+        """True when the diffusion sampler can draw samples from this backbone (so generative
+        evaluations such as sample perplexity apply)."""
+        return self.objective == DIFFUSION
+
 
 @dataclass(frozen=True)
 class DenoisingContext:
@@ -70,12 +76,6 @@ class DenoisingContext:
     k: float
     mask_id: int
     alpha: Callable[[torch.Tensor], torch.Tensor]
-
-    @property
-    def generates(self) -> bool:
-        """True when the diffusion sampler can draw samples from this backbone (so generative
-        evaluations such as sample perplexity apply)."""
-        return self.objective == DIFFUSION
 
 
 # Typed loosely: naming ModelConfig here would make this module import the config, which imports

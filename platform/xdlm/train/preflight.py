@@ -19,6 +19,7 @@ from xdlm.cluster import storage
 from xdlm.config import JobConfig
 from xdlm.data.config import DataConfig
 from xdlm.errors import UserError
+from xdlm.models import backbone_info
 
 TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 CONNECT_TIMEOUT_S = 5.0
@@ -29,6 +30,7 @@ def preflight(job: JobConfig, tracking_uri: str | None, address: str | None, ray
 
     ``ray_running``: this process already joined a Ray cluster (a sweep's trial, a test session):
     its size is checked by ``check_resources`` instead of this machine's CPU count."""
+    check_trainable(job)
     check_storage(job.cluster.storage_path)
     if tracking_uri is not None:
         check_tracking_uri(tracking_uri, "tracking.tracking_uri")
@@ -40,6 +42,13 @@ def preflight(job: JobConfig, tracking_uri: str | None, address: str | None, ray
         check_ray_address(address)
     else:
         check_local_capacity(job)
+
+
+def check_trainable(job: JobConfig) -> None:
+    """A backbone without trainable parameters (the exact ``oracle``) is not trained."""
+    if not backbone_info(job.model.backbone).trainable:
+        raise UserError(f"model.backbone: {job.model.backbone!r} has no trainable parameters and is "
+                        "not trained; run `xdlm oracle` for its study, or train a learned backbone (dit)")
 
 
 def _first_existing(path: Path) -> Path:

@@ -11,6 +11,7 @@ from xdlm.eval import metric_names
 from xdlm.eval.evaluators import load_evaluator
 from xdlm.eval.generation import generate
 from xdlm.eval.suite import generation_metrics, likelihood_metrics
+from xdlm.eval.synthetic import synthetic_metrics
 from xdlm.models import backbone_info
 from xdlm.tracking.logger import RunLogger
 from xdlm.tracking.runs import make_client
@@ -103,4 +104,7 @@ def final_evaluation(state: WorkerState) -> dict[str, float]:
             metrics.update(generation_metrics(model, state.process, job.eval.sampler, job.eval.top_p,
                                               job.data.seq_len, list(job.eval.sample_steps),
                                               job.eval.num_samples, scorer, state.device))
+        # a source with a known law (markov): exact gaps and sample NLLs, the oracle's beside them
+        metrics.update(synthetic_metrics(job, model if backbone_info(job.model.backbone).generates else None,
+                                         data, state.process, state.device, job.train.eval_batches))
     return metrics
