@@ -22,7 +22,8 @@ def sweep(tmp_path):
     parent = start_run(uri, "sweeps", "s")
     state = {"sweep_dir": str(tmp_path), "tracking_uri": uri, "parent_run_id": parent}
 
-    def add_trial(trial_id: str, run_status: str, done_metrics: dict | None = None, segment: int = 0) -> str:
+    def add_trial(trial_id: str, run_status: str, done_metrics: dict | None = None, segment: int = 0,
+                  params: dict | None = None) -> str:
         name = layout.trial_run_name("s", trial_id, segment)
         run_id = start_run(uri, "sweeps", name, parent_run_id=parent)
         if run_status != "RUNNING":
@@ -30,7 +31,9 @@ def sweep(tmp_path):
         run_dir = tmp_path / layout.TRIALS_DIR / name
         run_dir.mkdir(parents=True)
         (run_dir / RUN_RECORD).write_text(json.dumps({"mlflow_run_id": run_id}))
-        layout.write_trial_info(run_dir, {"trial_id": trial_id, "segment": segment, "params": {}, "init_from": None})
+        layout.write_trial_info(run_dir, {"trial_id": trial_id, "segment": segment,
+                                          "params": params if params is not None else {"optim.lr": trial_id},
+                                          "init_from": None})
         if done_metrics is not None:
             layout.write_done(run_dir, {"metrics": done_metrics})
         return run_id

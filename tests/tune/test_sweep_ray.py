@@ -271,6 +271,39 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(ray_session, wr
     assert json.loads((directory / layout.SWEEP_STATE_FILE).read_text())["parent_run_id"] == outcome.parent_run_id
 
 
+def test_replicates_train_with_their_own_seeds_and_the_report_pools_them(ray_session, write_sweep):
+    """k in {0, 1} x 2 replicates, 2 trials at a time: each replicate trains with its own seeds, its
+    run is tagged with its configuration and replicate, and the parent run gets the means."""
+    from mlflow import MlflowClient
+
+    path = write_sweep("reps", base_overrides=("train.steps=4", "train.seed=7", "data.seed=3"),
+                       search={"replicates": 2})
+    started = time.monotonic()
+    outcome = run_sweep(path)
+    print(f"replicates sweep: {time.monotonic() - started:.0f} s")
+    assert sorted(outcome.statuses.values()) == ["completed"] * 4, outcome.statuses
+
+    client = MlflowClient(outcome.tracking_uri)
+    parent = client.get_run(outcome.parent_run_id)
+    children = child_runs(client, outcome.parent_run_id, parent.info.experiment_id)
+    seen = {}
+    for run in children:
+        tags, params = run.data.tags, run.data.params
+        replicate = int(tags["xdlm.sweep.replicate"])
+        assert (int(params["train.seed"]), int(params["data.seed"])) == (7 + replicate, 3 + replicate)
+        assert "xdlm.sweep.param.xdlm.replicate" not in tags
+        seen.setdefault((tags["xdlm.sweep.config_id"], params["diffusion.k"]), set()).add(replicate)
+    assert sorted(seen.values(), key=sorted) == [{0, 1}, {0, 1}] and len({c for c, _ in seen}) == 2
+    best = parent.data.tags["xdlm.best_config_id"]
+    assert parent.data.tags["xdlm.best_resolved"] in ("true", "false")
+    assert parent.data.metrics["best/replicates"] == 2
+    assert parent.data.metrics[f"configs/{best}/val/nelbo/mean"] == pytest.approx(parent.data.metrics["best/val/nelbo"])
+    assert f"configs/{best}/val/nelbo/ci_low" in parent.data.metrics
+    assert sum(run.data.tags.get("xdlm.best_config") == "true" for run in children) == 2
+    text = (outcome.directory / layout.REPORT_DIR / "trials.md").read_text()
+    assert "±" in text and "Best on the mean val/nelbo" in text
+
+
 def test_a_sweep_that_cannot_place_one_trial_fails_fast(ray_session, write_sweep, tmp_path):
     path = write_sweep("too-big", resources={"num_workers": 4, "cpus_per_worker": 1.0},
                        base_overrides=("train.global_batch=32",))

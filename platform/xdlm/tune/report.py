@@ -95,8 +95,9 @@ class SweepReport:
     def text(self) -> str:
         lines = [f"# Sweep {self.name}: {len(self.rows)} trials", "", markdown_table(self), ""]
         if self.configs:
-            lines += [f"## {len(self.configs)} configurations: mean ± half-width of the "
-                      f"{CONFIDENCE:.0%} Student-t interval over replicates (n)", "", config_table(self), ""]
+            what = (f"mean ± half-width of the {CONFIDENCE:.0%} Student-t interval over replicates (n)"
+                    if any(c.n > 1 for c in self.configs) else "one replicate each: single values, no interval")
+            lines += [f"## {len(self.configs)} configurations: {what}", "", config_table(self), ""]
         if self.best.config_id:
             lines += [f"Best on the mean {self.metric}: {self.label_of(self.best.config_id)}; {self.best.reason}", ""]
         if self.frontier:

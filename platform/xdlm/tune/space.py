@@ -17,7 +17,13 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from xdlm.config import ConfigError, JobConfig
-from xdlm.tune.replicates import REPLICATE_KEY, SEED_KEYS, replicate_index, searched_values, seeds_for
+from xdlm.tune.replicates import (
+    REPLICATE_KEY,
+    SEED_KEYS,
+    replicate_index,
+    searched_values,
+    seeds_for,
+)
 from xdlm.tune.spec import PARAM_KINDS, ParamSpec, SweepSpec
 
 # Resources are the sweep's, identical for all trials, so the concurrency rule holds.
