@@ -128,3 +128,31 @@ def job_overrides(job) -> list[str]:
 
     walk(to_dict(job), "")
     return flat
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 1 MiB filesystem (tmpfs): smaller than one checkpoint of the small job."""
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip()}): needs root")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_full_disk_ends_the_run_failed_with_one_line_and_no_checkpoint(ray_session, small_job, tiny_disk, tmp_path):
+    """Before: a full disk left a truncated state.pt that looked like a checkpoint, eval/sample
+    crashed on it with EOFError, and the MLflow run stayed RUNNING."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    job = small_job(f"cluster.storage_path={tiny_disk}", f"tracking.tracking_uri={uri}", name="full")
+    with pytest.raises(RunFailed, match=r"^run 'full': out of space writing to .* \(No space left on device\)"):
+        run_training(job)
+    assert scan(job.run_dir())[0] == []  # whatever was copied is not a checkpoint
+    client = MlflowClient(uri)
+    run = client.search_runs([client.get_experiment_by_name("xdlm").experiment_id], "attributes.run_name = 'full'")[0]
+    assert run.info.status == "FAILED" and "out of space" in run.data.tags["xdlm.failure"]

@@ -217,9 +217,14 @@ def _train_locked(job, record, run_dir, parent_run_id, tracking, extra_callbacks
     try:
         result = trainer.fit()
     except BaseException as err:
+        reason = out_of_space_reason(err, job)
         if logger is not None:
+            if reason:
+                logger.set_tags({"xdlm.failure": reason})
             # SystemExit is how Ray Tune stops a trial (e.g. ASHA): stopped, not failed.
             logger.close("KILLED" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "FAILED")
+        if reason:
+            raise RunFailed(f"run {job.name!r}: {reason}") from None
         raise
     failure = f"{run_dir}/{FAILURE_RECORD}"
     if storage.exists(failure):
@@ -239,6 +244,18 @@ def _train_locked(job, record, run_dir, parent_run_id, tracking, extra_callbacks
                   f"and is delivered by `xdlm tracking flush {job.name}` or the next --resume", flush=True)
         metrics.update(final_metrics_from_mlflow(tracking_uri, run_id))
     return TrainOutcome(run_dir, run_id, tracking_uri, checkpoint, metrics)
+
+
+def out_of_space_reason(err: BaseException, job: JobConfig) -> str | None:
+    """A one-line reason when the run died of a full disk (a worker's ENOSPC reaches the driver
+    inside Ray's error text), else None.  The checkpoint being written is incomplete and so
+    invisible (its manifest is missing or its sizes differ): the next --resume starts from the
+    one before."""
+    text = f"{err!r} {err}"
+    if "No space left on device" not in text and "Errno 28" not in text:
+        return None
+    return (f"out of space writing to {job.cluster.storage_path} (No space left on device); free space "
+            "or point cluster.storage_path elsewhere, then run again with --resume")
 
 
 def spill_dir_of(job: JobConfig) -> str | None:
