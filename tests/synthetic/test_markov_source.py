@@ -67,3 +67,16 @@ def test_build_denoiser_gives_the_oracle_its_source() -> None:
     assert logits.shape == (3, 16, 9) and bool(torch.isinf(logits[..., 8]).all())
     assert torch.allclose(logits[..., :8].exp().sum(-1), torch.ones(3, 16, dtype=torch.float64))
     assert sum(p.numel() for p in oracle.parameters()) == 0
+
+
+def test_a_prefix_outside_the_sources_symbols_is_a_user_error() -> None:
+    """`xdlm sample --prefix` on a Markov run: symbols of the source encode (no BOS: sample_run
+    then starts the fixed prefix at position 0); anything else is refused naming the flag."""
+    cfg = DataConfig(source="markov", eval_sets=[], seq_len=16)
+    cfg.markov.validation_sequences = 32
+    tok = build_datasets(cfg).tokenizer
+    assert tok.bos_id is None and tok.encode_batch(["abc"]) == [[0, 1, 2]]
+    with pytest.raises(UserError, match="--prefix: symbols must be in 0..7"):
+        tok.encode("xyz")
+    with pytest.raises(UserError, match="--prefix: not a sequence of symbols"):
+        tok.encode("a!")

@@ -25,6 +25,7 @@ import torch
 
 from xdlm.data.config import DataConfig
 from xdlm.data.datasets import Datasets, TokenBlocks
+from xdlm.errors import UserError
 from xdlm.synthetic.markov import MarkovChain, MarkovSpec
 
 log = logging.getLogger(__name__)
@@ -69,9 +70,9 @@ class SymbolTokenizer:
         try:
             ids = [self.mask_id if w == "_" else _LETTERS.index(w) if self._letters else int(w) for w in items]
         except ValueError:
-            raise ValueError(f"not a sequence of symbols of this source: {text!r}") from None
+            raise UserError(f"--prefix: not a sequence of symbols of this source: {text!r}") from None
         if any(not 0 <= i <= self.mask_id for i in ids):
-            raise ValueError(f"symbols must be in 0..{self.num_symbols - 1}: {text!r}")
+            raise UserError(f"--prefix: symbols must be in 0..{self.num_symbols - 1}: {text!r}")
         return ids
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:

@@ -145,7 +145,8 @@ def sample_run(
     shape = (num_samples, job.data.seq_len)
     fixed_mask = fixed_tokens = None
     if prefix:
-        ids = [tokenizer.bos_id, *tokenizer.encode_batch([prefix])[0]][: job.data.seq_len]
+        start = [tokenizer.bos_id] if tokenizer.bos_id is not None else []  # symbol sources have none
+        ids = [*start, *tokenizer.encode_batch([prefix])[0]][: job.data.seq_len]
         fixed_tokens = torch.zeros(shape, dtype=torch.long)
         fixed_tokens[:, : len(ids)] = torch.tensor(ids)
         fixed_mask = torch.zeros(shape, dtype=torch.bool)
