@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from xdlm.checkpoint import (
-    MANIFEST_NAME,
+    MANIFEST,
     NoCompleteCheckpoint,
     latest_checkpoint,
     open_newest,
@@ -63,7 +63,7 @@ def test_corrupt_state_of_the_right_size_is_caught_by_its_checksum(tmp_path, cap
 
 def test_a_directory_without_manifest_is_not_a_checkpoint_and_none_complete_is_an_error(tmp_path):
     run = make_run(tmp_path / "run", steps=(2,))
-    (run / NAMES[0] / MANIFEST_NAME).unlink()
+    (run / NAMES[0] / MANIFEST).unlink()
     assert scan(str(run)) == ([], {NAMES[0]: "no manifest (an incomplete write)"})
     with pytest.raises(NoCompleteCheckpoint, match="has checkpoints but none is complete"):
         latest_checkpoint(run)

@@ -11,8 +11,7 @@ from xdlm.checkpoint.files import (
     read_checkpoint,
     write_checkpoint,
 )
-from xdlm.checkpoint.manifest import MANIFEST as MANIFEST_NAME
-from xdlm.checkpoint.manifest import verify_local, write_manifest
+from xdlm.checkpoint.manifest import MANIFEST, verify_local, write_manifest
 from xdlm.checkpoint.restore import (
     NoCompleteCheckpoint,
     has_checkpoint,
@@ -24,7 +23,7 @@ from xdlm.checkpoint.restore import (
 from xdlm.checkpoint.store import StoredCheckpoint, prune, scan
 
 __all__ = [
-    "FAILURE_RECORD", "JOB_FILE", "MANIFEST_NAME", "RUN_RECORD", "STATE_FILE", "NoCompleteCheckpoint", "StoredCheckpoint",
+    "FAILURE_RECORD", "JOB_FILE", "MANIFEST", "RUN_RECORD", "STATE_FILE", "NoCompleteCheckpoint", "StoredCheckpoint",
     "has_checkpoint", "latest_checkpoint", "load_model_from_run", "open_checkpoint", "open_newest", "prune",
     "read_checkpoint", "scan", "verify_local", "write_checkpoint", "write_manifest",
 ]

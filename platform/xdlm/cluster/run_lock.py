@@ -11,7 +11,6 @@ another host cannot be checked from here.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import socket
@@ -70,27 +69,26 @@ def _create_exclusive(uri: str, body: str) -> bool:
     try:
         storage.s3_client().put_object(Bucket=bucket, Key=key, Body=body.encode(), IfNoneMatch="*")
     except Exception as err:  # botocore ClientError
-        code = getattr(err, "response", {}).get("Error", {}).get("Code")
-        if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+        if storage.s3_error_code(err) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
             return False
         raise
     return True
 
 
 def _read_holder(uri: str) -> Holder | None:
+    """Who holds the lock at ``uri``; None when there is no lock (any more)."""
     try:
-        return Holder(**json.loads(storage.read_text(uri)))
-    except (FileNotFoundError, OSError) as err:
-        if isinstance(err, FileNotFoundError) or getattr(err, "errno", None) == errno.ENOENT:
-            return None
-        raise
+        text = storage.read_text(uri)
+    except FileNotFoundError:
+        return None
     except Exception as err:
-        code = getattr(err, "response", {}).get("Error", {}).get("Code")
-        if code in ("NoSuchKey", "404"):
+        if storage.s3_error_code(err) in ("NoSuchKey", "404"):
             return None
-        if isinstance(err, ValueError | TypeError):  # a torn or foreign file: treat as unknown holder
-            return Holder(host="?", pid=-1, since="?", token="?")
         raise
+    try:
+        return Holder(**json.loads(text))
+    except (ValueError, TypeError):  # a torn or foreign file: a holder we cannot describe
+        return Holder(host="?", pid=-1, since="?", token="?")
 
 
 class RunLock:

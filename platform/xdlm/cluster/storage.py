@@ -35,6 +35,11 @@ def s3_client():
     return boto3.client("s3")
 
 
+def s3_error_code(err: BaseException) -> str | None:
+    """The S3 error code of a botocore ``ClientError`` ("404", "NoSuchKey", ...), else None."""
+    return getattr(err, "response", {}).get("Error", {}).get("Code")
+
+
 def exists(uri: str) -> bool:
     if is_local(uri):
         return os.path.exists(local_path(uri))
@@ -43,7 +48,7 @@ def exists(uri: str) -> bool:
         s3_client().head_object(Bucket=bucket, Key=key)
         return True
     except Exception as err:  # botocore ClientError 404
-        if getattr(err, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+        if s3_error_code(err) in ("404", "NoSuchKey", "NotFound"):
             return False
         raise
 

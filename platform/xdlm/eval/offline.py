@@ -12,13 +12,7 @@ from pathlib import Path
 import torch
 from mlflow.entities import Metric
 
-from xdlm.checkpoint import (
-    RUN_RECORD,
-    has_checkpoint,
-    latest_checkpoint,
-    load_model_from_run,
-    read_checkpoint,
-)
+from xdlm.checkpoint import RUN_RECORD, has_checkpoint, load_model_from_run, scan
 from xdlm.config import JobConfig
 from xdlm.data.build import build_datasets
 from xdlm.diffusion import sampling
@@ -71,7 +65,7 @@ def log_to_run(run: str, metrics: dict[str, float], storage_path: str = "runs") 
     record = json.loads(record_path.read_text())
     if not record.get("mlflow_run_id") or not record.get("tracking_uri"):
         return None
-    step = int(read_checkpoint(latest_checkpoint(run_dir))["counters"]["step"])
+    step = scan(str(run_dir.resolve()))[0][0].step  # the manifest has it: no need to load the weights again
     now = int(time.time() * 1000)
     try:
         make_client(record["tracking_uri"]).log_batch(

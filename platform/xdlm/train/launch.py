@@ -13,8 +13,14 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any
 
-from xdlm.checkpoint import FAILURE_RECORD, JOB_FILE, RUN_RECORD, NoCompleteCheckpoint, scan
-from xdlm.checkpoint.manifest import MANIFEST
+from xdlm.checkpoint import (
+    FAILURE_RECORD,
+    JOB_FILE,
+    MANIFEST,
+    RUN_RECORD,
+    NoCompleteCheckpoint,
+    scan,
+)
 from xdlm.cluster import storage
 from xdlm.cluster.ray_session import check_resources, ensure_ray
 from xdlm.cluster.run_lock import acquire

@@ -117,7 +117,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
             step_loss += loss.detach().item() / accum
         # 3. update: clip, AdamW, LR schedule, EMA (a non-finite step is skipped or stops the run)
         grad_norm = engine.step(skip_nonfinite=job.train.on_nonfinite == "skip")
-        nonfinite = any_worker(not (math.isfinite(grad_norm) and math.isfinite(step_loss)))
+        # the norm is of the all-reduced gradients, so every rank sees the same one (a NaN loss on
+        # any rank makes it NaN): no extra collective on the hot path
+        nonfinite = not math.isfinite(grad_norm)
         nonfinite_in_a_row = nonfinite_in_a_row + 1 if nonfinite else 0
         if nonfinite and (job.train.on_nonfinite == "stop" or nonfinite_in_a_row >= job.train.max_nonfinite_steps):
             stop_failed(state, loop_config, f"step {step + 1}: non-finite loss {step_loss} / gradient norm "

@@ -88,8 +88,8 @@ def check_storage(storage_path: str) -> None:
     try:
         client.head_bucket(Bucket=bucket)
     except botocore.exceptions.ClientError as err:
-        code = err.response.get("Error", {}).get("Code", "?")
-        raise UserError(f"cluster.storage_path: bucket {bucket!r} is not usable (S3 answered {code})") from None
+        raise UserError(f"cluster.storage_path: bucket {bucket!r} is not usable "
+                        f"(S3 answered {storage.s3_error_code(err) or '?'})") from None
     except botocore.exceptions.BotoCoreError as err:
         raise UserError(f"cluster.storage_path: cannot reach S3 for bucket {bucket!r} ({err})") from None
 

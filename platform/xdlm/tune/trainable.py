@@ -28,8 +28,7 @@ from typing import Any
 
 from ray import tune
 
-from xdlm.checkpoint import RUN_RECORD, latest_checkpoint
-from xdlm.checkpoint.manifest import MANIFEST
+from xdlm.checkpoint import MANIFEST, RUN_RECORD, latest_checkpoint
 from xdlm.cluster import storage
 from xdlm.tracking.runs import make_client
 from xdlm.train.launch import run_training
