@@ -185,3 +185,31 @@ def test_rays_checkpoint_record_has_the_name_the_driver_deletes():
     from xdlm.train.launch import RAY_CHECKPOINT_RECORD
 
     assert CHECKPOINT_MANAGER_SNAPSHOT_FILENAME == RAY_CHECKPOINT_RECORD
+
+
+def test_a_resume_of_a_run_whose_checkpoints_are_all_incomplete_is_refused_before_ray(tmp_path):
+    """Issue 10: a resume that finds no complete checkpoint for a run that has checkpoints is an
+    error, never a fresh start; the run's lock is released again."""
+    import json
+
+    import ray
+
+    from xdlm.checkpoint import RUN_RECORD, NoCompleteCheckpoint
+    from xdlm.cluster.run_lock import LOCK_FILE
+    from xdlm.config import to_dict
+    from xdlm.train.launch import run_training
+
+    job = load_job(QUICKSTART, [f"cluster.storage_path={tmp_path}/runs", "name=torn"])
+    run_dir = Path(job.run_dir())
+    (run_dir / "checkpoint_2026-01-01_00-00-00.000000").mkdir(parents=True)
+    (run_dir / "checkpoint_2026-01-01_00-00-00.000000" / "state.pt").write_bytes(b"torn")
+    (run_dir / RUN_RECORD).write_text(json.dumps({"name": "torn", "mlflow_run_id": None, "job": to_dict(job)}))
+    before = ray.is_initialized()
+    with pytest.raises(NoCompleteCheckpoint, match="has checkpoints but none is complete"):
+        run_training(job, resume=True, tracking=False)
+    assert ray.is_initialized() == before and not (run_dir / LOCK_FILE).exists()
+
+
+def test_tracking_flush_of_a_run_that_does_not_exist_exits_2(tmp_path, capsys):
+    code, err = run_cli(capsys, "tracking", "flush", "nope", "--storage-path", str(tmp_path))
+    assert code == 2 and "no run record" in err
