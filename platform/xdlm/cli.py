@@ -189,6 +189,10 @@ def _tracking(args: argparse.Namespace) -> int:
     return 0 if not left else 1
 
 
+def add_scaling_parsers(scaling_sub) -> None:
+    """``xdlm scaling plan | branches | fit``: each action sets ``func``."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xdlm",
@@ -260,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     oracle.add_argument("--out", default="runs/oracle", help="directory for oracle.{json,md,png,html}")
     oracle.add_argument("--no-log", action="store_true", help="do not log an MLflow run")
     oracle.set_defaults(func=_oracle)
+
+    scaling = sub.add_parser("scaling", help="scaling studies: plan an IsoFLOP sweep, branch decays off a run, "
+                             "fit scaling laws from MLflow (docs/scaling.md)")
+    scaling_sub = scaling.add_subparsers(dest="scaling_command", metavar="ACTION")
+    scaling_sub.required = True
+    add_scaling_parsers(scaling_sub)
 
     tracking = sub.add_parser("tracking", help="tracking housekeeping: flush RUN delivers a run's spilled records")
     tracking.add_argument("action", choices=["flush"])

@@ -192,10 +192,15 @@ class TrackingConfig:
     experiment: str = "xdlm"
     log_samples: int = 4
     """Sample texts logged as an artifact at each evaluation."""
+    tags: dict[str, str] = field(default_factory=dict)
+    """Extra MLflow tags set when the run opens (a study names its runs this way, e.g. the
+    IsoFLOP budget of a scaling trial); keys starting with ``mlflow.`` are MLflow's own."""
 
     def validate(self) -> TrackingConfig:
         require(bool(self.experiment), "tracking.experiment", "must be a non-empty name")
         require(self.log_samples >= 0, "tracking.log_samples", f"must be >= 0 (0 disables), got {self.log_samples}")
+        bad = [key for key in self.tags if not key or key.startswith("mlflow.")]
+        require(not bad, "tracking.tags", f"keys must be non-empty and not start with 'mlflow.', got {bad}")
         return self
 
 

@@ -118,7 +118,7 @@ def open_mlflow_run(job: JobConfig, tracking_uri: str, record: dict | None, pare
     tags = {
         "xdlm.k": job.diffusion.k, "xdlm.schedule": job.diffusion.schedule, "xdlm.model_size": job.model.size,
         "xdlm.backbone": job.model.backbone, "xdlm.dataset": job.data.source, "mlflow.source.git.commit": git_commit(),
-        **(extra_tags or {}),
+        **{key: str(value) for key, value in job.tracking.tags.items()}, **(extra_tags or {}),
     }
     run_id = start_run(tracking_uri, job.tracking.experiment, job.name, tags, run_id=run_id,
                        parent_run_id=parent_run_id)
