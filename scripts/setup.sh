@@ -4,6 +4,18 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+# Headless Chromium and its driver from Debian's packages, for the dashboard's browser tests
+# (tests/dashboard); skipped when present, and when not root (those tests then skip, but fail
+# under CI=true, where this runs as root).
+if ! { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; }; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; } ||
+      echo "setup: apt-get could not install chromium + chromium-driver (browser tests need them)" >&2
+  else
+    echo "setup: /usr/bin/chromium or /usr/bin/chromedriver missing; as root: apt-get install -y chromium chromium-driver" >&2
+  fi
+fi
 py="${PYTHON:-python3.11}"
 command -v "$py" >/dev/null 2>&1 || py=python3
 stamp=.venv/.xdlm-installed

@@ -26,6 +26,52 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 FINAL_STEPS = ("ancestral", "greedy", "none")
 
 
+#: What happened to one position in one step (``TrajectoryRecorder.events``).
+KEPT, UNMASKED, CHANGED, RENOISED = 0, 1, 2, 3
+EVENTS = ("kept", "unmasked", "changed", "renoised")
+
+
+def transitions(before: torch.Tensor, after: torch.Tensor, mask_id: int) -> torch.Tensor:
+    """Per position, what one step did: [B, L] ids before and after -> [B, L] event codes.
+
+    unmasked: [MASK] -> token; re-noised: token -> [MASK]; changed: token a -> token b != a
+    (the uniform-noise correction that k > 0 allows and MDLM cannot make); kept: the same id
+    (a [MASK] that stays masked is kept too).
+    """
+    was_mask, is_mask = before == mask_id, after == mask_id
+    codes = torch.full_like(before, KEPT)
+    codes[was_mask & ~is_mask] = UNMASKED
+    codes[~was_mask & is_mask] = RENOISED
+    codes[~was_mask & ~is_mask & (before != after)] = CHANGED
+    return codes
+
+
+class TrajectoryRecorder:
+    """Keeps every step's tokens and events for the first ``rows`` sequences of a batch.
+
+    ``tokens[0]`` is z at t = 1 (the prior draw), ``tokens[j]`` the state after step j;
+    ``events[j - 1]`` says what step j did to each position (``transitions``); ``times[j]`` is
+    the time after step j (1.0 first).  Lists of [rows, L] CPU tensors.
+    """
+
+    def __init__(self, rows: int = 1) -> None:
+        self.rows = int(rows)
+        self.mask_id = -1
+        self.tokens: list[torch.Tensor] = []
+        self.events: list[torch.Tensor] = []
+        self.times: list[float] = []
+
+    def start(self, z: torch.Tensor, mask_id: int, t: float = 1.0) -> None:
+        self.mask_id = int(mask_id)
+        self.tokens, self.events, self.times = [z[: self.rows].detach().cpu().clone()], [], [float(t)]
+
+    def step(self, z: torch.Tensor, s: float) -> None:
+        after = z[: self.rows].detach().cpu().clone()
+        self.events.append(transitions(self.tokens[-1], after, self.mask_id))
+        self.tokens.append(after)
+        self.times.append(float(s))
+
+
 @dataclass
 class SamplerState:
     """The tokens after step ``step`` (1-based), which moved them from time t to time s."""
@@ -91,12 +137,14 @@ class AncestralSampler:
         fixed_tokens: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         device=None,
+        recorder: TrajectoryRecorder | None = None,
     ) -> Iterator[SamplerState]:
         """Yield the state after every step; the last one holds the samples.
 
         Start from ``z_init`` or a prior draw of ``shape``.  Positions where ``fixed_mask`` [B, L]
         is True hold ``fixed_tokens`` throughout (prefix / infilling conditioning): they are never
-        noised, so the network always sees them clean.
+        noised, so the network always sees them clean.  A ``recorder`` is shown the start and
+        every step (it copies a few rows; the draws are the same with or without it).
         """
         proc = self.process
         if z_init is None:
@@ -112,6 +160,8 @@ class AncestralSampler:
                 )
             z = torch.where(fixed_mask, fixed_tokens, z)
         grid = self.time_grid()
+        if recorder is not None:
+            recorder.start(z, proc.mask_id, float(grid[0]))
         for j in range(self.steps):
             last = j == self.steps - 1
             t, s = float(grid[j]), float(grid[j + 1])
@@ -130,7 +180,10 @@ class AncestralSampler:
             ).tokens
             if fixed_mask is not None:
                 z = torch.where(fixed_mask, fixed_tokens, z)
-            yield SamplerState(step=j + 1, t=t, s=0.0 if last and self.final_step != "none" else s, z=z)
+            s_reached = 0.0 if last and self.final_step != "none" else s
+            if recorder is not None:
+                recorder.step(z, s_reached)
+            yield SamplerState(step=j + 1, t=t, s=s_reached, z=z)
 
     @torch.no_grad()
     def sample(self, denoiser: Denoiser, shape: tuple[int, int] | None = None, **kwargs) -> torch.Tensor:

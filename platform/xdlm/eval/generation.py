@@ -36,6 +36,30 @@ def generate(
     return torch.cat(out)
 
 
+TRAJECTORY_FORMAT = "xdlm.trajectory/1"
+
+
+def trajectory_payload(recorder: sampling.TrajectoryRecorder, token_text: Callable[[int], str],
+                       **meta) -> dict:
+    """A recorded denoising trajectory as plain JSON data (the ``trajectories/*.json`` artifact).
+
+    ``samples[i]["tokens"][j]``: the ids of sample i after step j ([S + 1] lists of L ids, j = 0
+    the prior draw); ``samples[i]["events"][j - 1]``: what step j did to each position, as
+    indices into ``events`` (``sampling.EVENTS``); ``counts[j - 1]``: how many positions of all
+    recorded samples had each event at step j; ``vocab``: the text of every id that occurs.
+    ``meta`` (k, steps, schedule, run, ...) is stored as given.
+    """
+    samples, ids = [], set()
+    for row in range(recorder.tokens[0].shape[0]):
+        tokens = [step[row].tolist() for step in recorder.tokens]
+        samples.append({"tokens": tokens, "events": [step[row].tolist() for step in recorder.events]})
+        ids.update(i for step in tokens for i in step)
+    counts = [[int((step == code).sum()) for code in range(len(sampling.EVENTS))] for step in recorder.events]
+    vocab = {str(i): ("[MASK]" if i == recorder.mask_id else token_text(i)) for i in sorted(ids)}
+    return {"format": TRAJECTORY_FORMAT, **meta, "mask_id": recorder.mask_id, "events": list(sampling.EVENTS),
+            "times": recorder.times, "counts": counts, "vocab": vocab, "samples": samples}
+
+
 def mean_sample_entropy(tokens: torch.Tensor) -> float:
     """Mean over samples [B, L] of the entropy (nats) of each sample's token histogram.
 

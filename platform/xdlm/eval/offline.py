@@ -19,6 +19,7 @@ from xdlm.diffusion import sampling
 from xdlm.errors import UserError
 from xdlm.eval import metric_names
 from xdlm.eval.evaluators import load_evaluator
+from xdlm.eval.generation import trajectory_payload
 from xdlm.eval.suite import generation_metrics, likelihood_metrics
 from xdlm.eval.synthetic import synthetic_metrics
 from xdlm.models import backbone_info
@@ -128,6 +129,22 @@ def sample_run(
     storage_path: str = "runs",
 ) -> list[str]:
     """Decoded samples; ``prefix`` fixes the first tokens (never noised) and the rest is generated."""
+    return sample_run_recorded(run, num_samples, steps, prefix, top_p, seed, device, storage_path)[0]
+
+
+def sample_run_recorded(
+    run: str,
+    num_samples: int = 4,
+    steps: int = 32,
+    prefix: str | None = None,
+    top_p: float | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    storage_path: str = "runs",
+    trajectory_rows: int = 0,
+) -> tuple[list[str], dict | None]:
+    """``sample_run``, and with ``trajectory_rows`` > 0 the denoising trajectory of that many of
+    the samples (``generation.trajectory_payload``); the samples drawn are the same either way."""
     if num_samples < 1 or steps < 1:
         raise UserError(f"--num-samples and --steps must be >= 1, got {num_samples} and {steps}")
     loaded = load_run(run, device, storage_path)
@@ -147,7 +164,33 @@ def sample_run(
         fixed_mask[:, : len(ids)] = True
     sampler = sampling.get(job.eval.sampler, loaded.process.xdlm, loaded.process.schedule, steps=steps, top_p=top_p)
     gen = torch.Generator().manual_seed(seed)
+    recorder = sampling.TrajectoryRecorder(min(trajectory_rows, num_samples)) if trajectory_rows > 0 else None
     with torch.no_grad():
         tokens = sampler.sample(lambda z, t: loaded.model(z, t.float()), shape, generator=gen,
-                                fixed_mask=fixed_mask, fixed_tokens=fixed_tokens, device=device)
-    return [tokenizer.decode(row.tolist()) for row in tokens]
+                                fixed_mask=fixed_mask, fixed_tokens=fixed_tokens, device=device, recorder=recorder)
+    texts = [tokenizer.decode(row.tolist()) for row in tokens]
+    if recorder is None:
+        return texts, None
+    payload = trajectory_payload(
+        recorder, lambda i: tokenizer.decode([i]), run=job.name, k=job.diffusion.k, steps=steps,
+        schedule=job.diffusion.schedule, sampler=job.eval.sampler, top_p=top_p, seed=seed,
+        seq_len=job.data.seq_len, prefix=prefix, step=scan(str(resolve_run_dir(run, storage_path).resolve()))[0][0].step)
+    for sample, text in zip(payload["samples"], texts, strict=False):
+        sample["text"] = text
+    return texts, payload
+
+
+def mlflow_run_of(run: str, storage_path: str = "runs") -> tuple[str, str] | None:
+    """(tracking URI, MLflow run id) of a run directory or name, None when it was not tracked."""
+    record_path = resolve_run_dir(run, storage_path) / RUN_RECORD
+    if not record_path.is_file():
+        return None
+    record = json.loads(record_path.read_text())
+    if not record.get("mlflow_run_id") or not record.get("tracking_uri"):
+        return None
+    return record["tracking_uri"], record["mlflow_run_id"]
+
+
+def trajectory_artifact(payload: dict) -> str:
+    """Where a trajectory goes among its run's artifacts (the dashboard lists ``trajectories/``)."""
+    return f"trajectories/trajectory_{payload['steps']}steps_seed{payload['seed']}.json"

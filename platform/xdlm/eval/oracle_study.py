@@ -201,7 +201,7 @@ def plot_html(study: OracleStudy, path: Path) -> None:
         fig.add_hline(y=study.reference[key], line_dash="dash", row=1, col=col)
         fig.update_xaxes(type="log", title_text="sampler steps S", row=1, col=col)
     fig.update_xaxes(title_text="k", row=1, col=1)
-    fig.write_html(path, include_plotlyjs="cdn")
+    fig.write_html(path, include_plotlyjs=True)  # inline: the page must open offline
 
 
 def study_metrics(study: OracleStudy) -> dict[str, float]:

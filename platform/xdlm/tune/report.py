@@ -397,7 +397,9 @@ def log_report(report: SweepReport, state: dict[str, Any]) -> None:
     client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
 
-def build_report(directory: Path, log_to_mlflow: bool = True, echo: bool = False) -> SweepReport:
+def build_report(directory: Path, log_to_mlflow: bool = True, echo: bool = False,
+                 write_files: bool = True) -> SweepReport:
+    """``write_files=False``: compute only (the dashboard redraws a live sweep in its page)."""
     state = layout.read_state(directory)
     rows = collect_rows(directory, state)
     spec = state["spec"]
@@ -423,9 +425,11 @@ def build_report(directory: Path, log_to_mlflow: bool = True, echo: bool = False
     stopped = [r.trial_id for r in rows if r.status.startswith("stopped")]
     if stopped:
         report.notes.append(f"stopped early by the scheduler (not counted in the means): {', '.join(stopped)}")
+    points = place_on_frontier(report)
+    if not write_files:
+        return report
     out = directory / layout.REPORT_DIR
     out.mkdir(exist_ok=True)
-    points = place_on_frontier(report)
     if points:
         write_plots(report, points, f"sweep {state['name']}: understanding vs few-step generation", out)
     write_tables(report, out)
