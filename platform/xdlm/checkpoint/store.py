@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import pyarrow.fs as pafs
 
+from xdlm.checkpoint.files import JOB_FILE
 from xdlm.checkpoint.manifest import MANIFEST, manifest_name
 
 log = logging.getLogger(__name__)
@@ -85,14 +86,43 @@ def delete(uri: str) -> None:
     fs.delete_dir(path)
 
 
-def prune(run_dir: str, keep: int) -> list[str]:
+def branch_steps(run_dir: str) -> set[int]:
+    """The steps whose checkpoints ``run_dir`` keeps for decay branches, from the job file the
+    driver writes there (``train.branch_horizons``; ``OptimConfig.branch_starts``); empty
+    without a job file.  Raises ``ValueError`` when the job file cannot be read."""
+    from omegaconf import OmegaConf
+
+    from xdlm.config import from_dict
+
+    fs, root = _filesystem(run_dir)
+    try:
+        with fs.open_input_stream(f"{root}/{JOB_FILE}") as f:
+            text = f.read().decode()
+    except FileNotFoundError:
+        return set()
+    try:
+        job = from_dict(OmegaConf.to_container(OmegaConf.create(text)))  # type: ignore[arg-type]
+    except Exception as err:
+        raise ValueError(f"{JOB_FILE} of {run_dir} is unreadable ({str(err).splitlines()[0]})") from None
+    return job.optim.branch_starts(job.train.steps, job.train.branch_horizons)
+
+
+def prune(run_dir: str, keep: int, pinned: set[int] | None = None) -> list[str]:
     """Keep the ``keep`` newest complete checkpoints; delete older complete ones and incomplete
     ones older than the newest complete one (an incomplete one newer than that may still be
-    being written).  The newest complete checkpoint is never deleted.  Returns what went."""
+    being written).  The newest complete checkpoint is never deleted, nor one at a ``pinned``
+    step (default: the run's branch starts, ``branch_steps``; when those cannot be read nothing
+    is deleted).  Returns what went."""
+    if pinned is None:
+        try:
+            pinned = branch_steps(run_dir)
+        except (OSError, ValueError) as err:
+            log.warning("not pruning checkpoints of %s: cannot tell which are kept for branches: %s", run_dir, err)
+            return []
     complete, broken = scan(run_dir)
     if not complete:
         return []
-    gone = [c.uri for c in complete[max(1, keep):]]
+    gone = [c.uri for c in complete[max(1, keep):] if c.step not in pinned]
     # Ray names directories checkpoint_<timestamp>: an incomplete one whose name sorts before the
     # newest complete one is a leftover, not a write in progress
     gone += [_uri(run_dir, name) for name in broken if name < complete[0].name]

@@ -17,13 +17,47 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Ada
 
 
 def lr_multiplier(step: int, cfg: OptimConfig, total_steps: int) -> float:
-    """Linear warm-up to 1, then constant or cosine down to ``min_lr_ratio`` at ``total_steps``."""
+    """The factor on ``cfg.lr`` for update ``step`` (0-based) of a run of ``total_steps`` updates.
+
+    Warm-up, W = ``warmup_steps``: ``w(i) = (i + 1) / W`` for i < W. After it:
+      constant  1;
+      cosine    ``m + (1 - m) (1 + cos(pi p)) / 2``, p = (i - W) / (T - W) capped at 1, m = ``min_lr_ratio``;
+      wsd       ``w(i) * d(i)`` (warm-up, stable, decay) with w(i) = min(1, (i + 1) / W) and
+                d(i) = 1 before S = ``cfg.decay_start(T)``, then ``m + (1 - m) g(p)``,
+                p = (i - S + 1) / (T - S), so the last update (i = T - 1) runs at m * lr, and
+                g(p) = 1 - p (linear), (1 + cos(pi p)) / 2 (cosine) or 1 - sqrt(p) (1-sqrt).
+
+    A wsd run of T updates is, up to step S, the same as any longer wsd or constant run with
+    the same warm-up: that is what lets a decay branch start from a longer run's checkpoint.
+    """
+    if cfg.lr_schedule == "wsd":
+        return _warmup(step, cfg) * _decay(step, cfg, total_steps)
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
     if cfg.lr_schedule == "constant":
         return 1.0
     progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _warmup(step: int, cfg: OptimConfig) -> float:
+    return min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+
+
+DECAY_SHAPES = {
+    "linear": lambda p: 1.0 - p,
+    "cosine": lambda p: 0.5 * (1.0 + math.cos(math.pi * p)),
+    "1-sqrt": lambda p: 1.0 - math.sqrt(p),
+}
+"""g(p) of each ``optim.decay_shape``: 1 at the start of the decay (p = 0), 0 at its end (p = 1)."""
+
+
+def _decay(step: int, cfg: OptimConfig, total_steps: int) -> float:
+    start = cfg.decay_start(total_steps)
+    if step < start:
+        return 1.0
+    progress = min(1.0, (step - start + 1) / (total_steps - start))
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * DECAY_SHAPES[cfg.decay_shape](progress)
 
 
 def build_scheduler(optimizer, cfg: OptimConfig, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:

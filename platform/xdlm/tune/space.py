@@ -28,6 +28,11 @@ from xdlm.tune.spec import PARAM_KINDS, ParamSpec, SweepSpec
 
 # Resources are the sweep's, identical for all trials, so the concurrency rule holds.
 FORBIDDEN_PREFIXES = ("cluster", "name", "tracking")
+ALLOWED_BELOW_FORBIDDEN = ("tracking.tags",)
+"""Labels, not resources or names: a study tags each grid point (e.g. its IsoFLOP budget)."""
+ROOT_KEY = "job"
+"""The space entry whose values are mappings of dotted job keys set together, across sections
+(one point of a joint grid: a model shape with its step count, batch and tags)."""
 
 
 def _free_form(field: dataclasses.Field) -> bool:
@@ -38,10 +43,12 @@ def check_key(key: str) -> None:
     """``key`` must name a JobConfig field (anything below a free-form dict such as
     ``diffusion.schedule_params`` is allowed) outside the sweep-owned sections."""
     parts = key.split(".")
-    if parts[0] in FORBIDDEN_PREFIXES:
+    if key == ROOT_KEY:
+        return
+    if parts[0] in FORBIDDEN_PREFIXES and not any(key == a or key.startswith(f"{a}.") for a in ALLOWED_BELOW_FORBIDDEN):
         raise ConfigError(
             f"space.{key}: '{parts[0]}' is set by the sweep, not searched (trial resources go in "
-            "resources:, names and tracking are per sweep)"
+            f"resources:, names and tracking are per sweep; {', '.join(ALLOWED_BELOW_FORBIDDEN)} may be searched)"
         )
     node: Any = JobConfig
     for depth, part in enumerate(parts):
@@ -135,12 +142,16 @@ def apply_params(job_dict: dict[str, Any], params: dict[str, Any]) -> JobConfig:
 
     A mapping value sets each of its sub-keys, replacing them whole: ``diffusion:
     {schedule: geometric, schedule_params: {sigma_max: 10}}`` leaves no stale ``eps`` behind.
+    Under ``ROOT_KEY`` the sub-keys are dotted job keys (``{model.hidden: 64, train.steps: 900}``).
     """
     merged = OmegaConf.merge(OmegaConf.structured(JobConfig), copy.deepcopy(job_dict))
     try:
         for key, value in params.items():
-            assignments = ([(f"{key}.{sub}", v) for sub, v in value.items()]
-                           if isinstance(value, dict) else [(key, value)])
+            if key == ROOT_KEY:
+                assignments = _root_assignments(value)
+            else:
+                assignments = ([(f"{key}.{sub}", v) for sub, v in value.items()]
+                               if isinstance(value, dict) else [(key, value)])
             for dotted, item in assignments:
                 current = OmegaConf.select(merged, dotted, default=None)
                 OmegaConf.update(merged, dotted, _coerce(item, current), merge=False)
@@ -153,6 +164,19 @@ def apply_params(job_dict: dict[str, Any], params: dict[str, Any]) -> JobConfig:
     except ConfigError as err:
         shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
         raise ConfigError(f"space: the trial with {shown} is invalid: {err}") from None
+
+
+def _root_assignments(value: Any) -> list[tuple[str, Any]]:
+    """(dotted key, value) of one ``ROOT_KEY`` point, each key checked like a space key."""
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(f"space.{ROOT_KEY}: each value must be a non-empty mapping of dotted job keys, "
+                          f"e.g. {{model.hidden: 64, train.steps: 900}}; got {value!r}")
+    for dotted in value:
+        check_key(str(dotted))
+        if dotted in SEED_KEYS or dotted == ROOT_KEY:
+            raise ConfigError(f"space.{ROOT_KEY}: {dotted} cannot be set in a point (use search.replicates, or a "
+                              f"{dotted} grid of its own)")
+    return [(str(dotted), v) for dotted, v in value.items()]
 
 
 def candidate_values(param: ParamSpec) -> list[Any]:

@@ -51,7 +51,9 @@ class ParamSpec:
     """One of grid, choice, uniform, loguniform, quniform, qloguniform, randint."""
     values: list[Any] | None = None
     """For grid/choice. A value that is a mapping sets several keys at once under the entry's
-    key (e.g. key ``diffusion`` with ``{schedule: polynomial, schedule_params: {w: 2}}``)."""
+    key (e.g. key ``diffusion`` with ``{schedule: polynomial, schedule_params: {w: 2}}``); under
+    the key ``job`` its keys are dotted job keys from any section, set together (e.g.
+    ``{model.hidden: 64, train.steps: 900, tracking.tags: {xdlm.scaling.size: L2-D64}}``)."""
     low: float | None = None
     high: float | None = None
     q: float | None = None
