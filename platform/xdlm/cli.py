@@ -38,7 +38,9 @@ def _train(args: argparse.Namespace) -> int:
         print(f"final checkpoint: {outcome.checkpoint}")
     if outcome.run_id:
         print(f"MLflow run {outcome.run_id} at {outcome.tracking_uri}")
-        print(f"  browse: mlflow ui --backend-store-uri {outcome.tracking_uri}")
+        if not outcome.tracking_uri.startswith(("http://", "https://")):
+            print(f"  browse: mlflow ui --backend-store-uri {outcome.tracking_uri}")
+        print(f"  run page (training layout): {outcome.ui_url()}")
     keys = [k for k in sorted(outcome.metrics) if is_evaluation(k)]
     for key in keys:
         print(f"  {key:32s} {outcome.metrics[key]:.4f}")
@@ -47,7 +49,7 @@ def _train(args: argparse.Namespace) -> int:
 
         samples = latest_samples(outcome.tracking_uri, outcome.run_id)
         if samples:
-            print("\nsamples from the final model (MLflow artifact samples/):\n" + samples)
+            print("\nsamples from the final model (MLflow table samples.json):\n" + samples)
     return 0
 
 
@@ -85,13 +87,53 @@ def _check_writable(path: str, flag: str) -> None:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from xdlm.eval.offline import sample_run
+    from xdlm.eval.offline import sample_run_recorded
 
-    texts = sample_run(args.run, num_samples=args.num_samples, steps=args.steps, prefix=args.prefix,
-                       top_p=args.top_p, seed=args.seed, storage_path=args.storage_path)
+    if args.trajectory is not None and args.trajectory < 1:
+        raise UserError(f"--trajectory: the number of samples to record must be >= 1, got {args.trajectory}")
+    texts, trajectory = sample_run_recorded(
+        args.run, num_samples=args.num_samples, steps=args.steps, prefix=args.prefix, top_p=args.top_p,
+        seed=args.seed, storage_path=args.storage_path, trajectory_rows=args.trajectory or 0)
     for i, text in enumerate(texts):
         print(f"--- sample {i} ({args.steps} steps)\n{text}")
+    if trajectory is not None:
+        _store_trajectory(args, trajectory)
     return 0
+
+
+def _store_trajectory(args: argparse.Namespace, payload: dict) -> None:
+    """The trajectory as an artifact of the run's MLflow run (with its figure under dashboard/),
+    or a local JSON file when the run was not tracked or --trajectory-json says so."""
+    import json
+
+    from xdlm.eval.offline import mlflow_run_of, trajectory_artifact
+
+    name = trajectory_artifact(payload)
+    tracked = None if args.trajectory_json else mlflow_run_of(args.run, args.storage_path)
+    if tracked is None:
+        path = args.trajectory_json or os.path.basename(name)
+        _check_writable(path, "--trajectory-json")
+        with open(path, "w") as f:
+            json.dump(payload, f)
+        print(f"trajectory of {len(payload['samples'])} sample(s): {path}")
+        return
+    import tempfile
+
+    from xdlm.dashboard.data import TRAJECTORY_TAG
+    from xdlm.dashboard.figures import log_figure, trajectory_figure
+    from xdlm.tracking.runs import make_client
+
+    tracking_uri, run_id = tracked
+    client = make_client(tracking_uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, os.path.basename(name))
+        with open(local, "w") as f:
+            json.dump(payload, f)
+        client.log_artifact(run_id, local, os.path.dirname(name))
+    client.set_tag(run_id, TRAJECTORY_TAG, name)
+    figures = log_figure(client, run_id, os.path.splitext(os.path.basename(name))[0], trajectory_figure(payload))
+    print(f"trajectory of {len(payload['samples'])} sample(s) logged to MLflow run {run_id}: {name}, "
+          f"{', '.join(figures)} (view: xdlm dashboard, page Trajectories)")
 
 
 def _config(args: argparse.Namespace) -> int:
@@ -189,8 +231,130 @@ def _tracking(args: argparse.Namespace) -> int:
     return 0 if not left else 1
 
 
+def _scaling_fit(args: argparse.Namespace) -> int:
+    """``xdlm scaling fit EXPERIMENT_OR_SWEEP``: scaling-law fits from MLflow (docs/scaling.md)."""
+    from xdlm.scaling.analysis import run_analysis
+
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{os.path.abspath('runs')}/mlflow.db"
+    if uri.startswith("sqlite:///") and not os.path.isfile(uri.removeprefix("sqlite:///")):
+        raise UserError(f"--tracking-uri: no MLflow store at {uri}")
+    analysis = run_analysis(args.target, uri, target_flops=args.target_flops, holdout_budget=args.holdout_budget,
+                            bootstrap=args.bootstrap, metric=args.metric, log=not args.no_log, out_dir=args.out,
+                            seed=args.seed)
+    print(analysis.table(), end="")
+    for name, path in analysis.files.items():
+        print(f"  {name}: {path}")
+    if analysis.run_id:
+        print(f"MLflow analysis run {analysis.run_id} at {uri}")
+    return 0
+
+
+def _scaling_plan(args: argparse.Namespace) -> int:
+    """``xdlm scaling plan``: write an IsoFLOP sweep file (docs/scaling-training.md)."""
+    import shlex
+
+    from xdlm.scaling.plan import check_plan, describe, make_plan, total_flops
+
+    if args.sizes < 1:
+        raise UserError(f"--sizes: must be >= 1 (models per budget), got {args.sizes}")
+    _check_writable(args.out, "--out")
+    name = args.name or os.path.splitext(os.path.basename(args.out))[0]
+    rules = {"aspect": args.aspect, "head_dim": args.head_dim, "tokens_per_param": args.tokens_per_param,
+             "memory_gib": args.memory_gib, "min_steps": args.min_steps, "depth_step": args.depth_step}
+    plan = make_plan(args.base, _floats(args.budgets, "--budgets"), args.sizes, _floats(args.k, "--k"), name=name,
+                     replicates=args.replicates, overrides=args.overrides, workers=args.workers,
+                     cpus_per_worker=args.cpus_per_worker, use_gpu=True if args.gpu else None,
+                     trainable_cpus=args.trainable_cpus, **rules)
+    flags = [f"--{key.replace('_', '-')} {shlex.quote(str(value))}" for key, value in vars(args).items()
+             if key in PLAN_FLAGS and value is not None and value is not False and key != "note"]
+    command = " ".join(["xdlm scaling plan", *flags, *(["--gpu"] if args.gpu else []),
+                        *(shlex.quote(o) for o in args.overrides)])
+    plan.header = describe(plan, command, args.note)
+    check_plan(plan, args.out)
+    with open(args.out, "w") as f:
+        f.write(plan.yaml_text())
+    print(plan.table())
+    print(f"\n{plan.trials} trials, {total_flops(plan):.3g} FLOPs in all; written to {args.out}")
+    print(f"run it: xdlm sweep {args.out}")
+    return 0
+
+
+PLAN_FLAGS = ("base", "budgets", "sizes", "k", "replicates", "out", "name", "memory_gib", "aspect", "head_dim",
+              "tokens_per_param", "depth_step", "min_steps", "workers", "cpus_per_worker", "trainable_cpus")
+
+
+def _scaling_branches(args: argparse.Namespace) -> int:
+    """``xdlm scaling branches RUN --at H,...``: decay branches of a run (docs/scaling-training.md)."""
+    from xdlm.scaling.branches import run_branches
+
+    decay = float(args.decay_fraction) if args.decay_fraction is not None else None
+    results = run_branches(args.run, _floats(args.at, "--at"), storage_path=args.storage_path, decay_fraction=decay,
+                           overrides=args.overrides, address=args.address)
+    for branch, outcome in results:
+        where = f"MLflow run {outcome.run_id}" if outcome and outcome.run_id else "already trained"
+        print(f"  {branch.name}: horizon {branch.horizon:g}, steps {branch.start_step} -> {branch.steps}; {where}")
+    return 0
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from xdlm.dashboard.serve import run_dashboard
+
+    if args.refresh <= 0:
+        raise UserError(f"--refresh: seconds between reloads of live pages, must be > 0, got {args.refresh}")
+    run_dashboard(args.tracking_uri, host=args.host, port=args.port, mlflow_port=args.mlflow_port,
+                  refresh_s=args.refresh)
+    return 0
+
+
 def add_scaling_parsers(scaling_sub) -> None:
     """``xdlm scaling plan | branches | fit``: each action sets ``func``."""
+    # plan and branches
+    plan = scaling_sub.add_parser("plan", help="write an IsoFLOP sweep for compute budgets and k values")
+    plan.add_argument("overrides", nargs="*", help="dotted.key=value overrides of the base job")
+    plan.add_argument("--base", required=True, help="base job file, e.g. jobs/markov_small.yaml")
+    plan.add_argument("--budgets", required=True, help="training FLOPs per grid column, e.g. 1e12,3e12,1e13")
+    plan.add_argument("--sizes", type=int, default=3, help="model sizes per budget, around N*(C) (default 3)")
+    plan.add_argument("--k", default="0,0.5", help="mixing ratios, e.g. 0,0.5 (default)")
+    plan.add_argument("--replicates", type=int, default=1, help="seeds per configuration (search.replicates)")
+    plan.add_argument("--out", required=True, help="sweep file to write, e.g. sweeps/scaling_quick.yaml")
+    plan.add_argument("--name", help="sweep name (default: the --out file's name)")
+    plan.add_argument("--memory-gib", type=float, help="memory of one device; larger candidates are dropped (16)")
+    plan.add_argument("--aspect", type=float, help="hidden / n_layers of the size ladder (default: the base job's)")
+    plan.add_argument("--head-dim", type=int, help="head width of the size ladder (default: the base job's)")
+    plan.add_argument("--tokens-per-param", type=float, help="r in N*(C) = sqrt(C / 6r) (default 20)")
+    plan.add_argument("--depth-step", type=int, help="ladder depths between a budget's sizes (default 1)")
+    plan.add_argument("--min-steps", type=int, help="fewer steps than this drops a candidate (default 20)")
+    plan.add_argument("--workers", type=int, help="Ray Train workers per trial (default: the base job's)")
+    plan.add_argument("--cpus-per-worker", type=float, help="CPU share per worker")
+    plan.add_argument("--gpu", action="store_true", help="one GPU per worker")
+    plan.add_argument("--trainable-cpus", type=float, default=0.2, help="CPU share of each trial's driver")
+    plan.add_argument("--note", help="a line for the file's header, e.g. the measured duration")
+    plan.set_defaults(func=_scaling_plan)
+
+    branches = scaling_sub.add_parser("branches", help="decay branches of a wsd/constant run at several horizons")
+    branches.add_argument("run", help="the parent run: name under --storage-path, or its directory")
+    branches.add_argument("overrides", nargs="*", help="dotted.key=value overrides of the branches' job")
+    branches.add_argument("--at", required=True, help="horizons, fractions of the parent's train.steps: 0.25,0.5,1.0")
+    branches.add_argument("--storage-path", default="runs", help="where the parent run is (default: runs)")
+    branches.add_argument("--decay-fraction", type=float,
+                          help="fraction of each branch's steps spent decaying (default: the parent's optim.decay_fraction)")
+    branches.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    branches.set_defaults(func=_scaling_branches)
+
+    # fit (analysis)
+    fit = scaling_sub.add_parser("fit", help="fit IsoFLOP minima, power laws, L(N, D) and L(D) with bootstrap "
+                                 "intervals from a sweep's or experiment's MLflow runs; crossovers between k")
+    fit.add_argument("target", metavar="EXPERIMENT_OR_SWEEP", help="sweep name (tag xdlm.sweep) or MLflow experiment")
+    fit.add_argument("--tracking-uri", help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db)")
+    fit.add_argument("--target-flops", type=float, help="extrapolate N*, D*, L* to this training compute")
+    fit.add_argument("--holdout-budget", type=float,
+                     help="budget predicted from the others and compared with its measurement (default: the largest)")
+    fit.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates per k (0: no intervals)")
+    fit.add_argument("--metric", default="val/nelbo", help="loss metric (nats/token)")
+    fit.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    fit.add_argument("--no-log", action="store_true", help="do not record an MLflow analysis run")
+    fit.add_argument("--out", help="directory for fit.{json,md}, isoflop/curves .png/.html (default: runs/scaling/NAME)")
+    fit.set_defaults(func=_scaling_fit)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -237,6 +401,10 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--top-p", type=float)
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--storage-path", default="runs")
+    sample.add_argument("--trajectory", type=int, nargs="?", const=1, metavar="N",
+                        help="record the denoising trajectory of N samples (default 1): each step's tokens and "
+                             "what happened to each position; logged to the run's MLflow run (trajectories/)")
+    sample.add_argument("--trajectory-json", metavar="FILE", help="write the trajectory to FILE instead of MLflow")
     sample.set_defaults(func=_sample)
 
     config = sub.add_parser("config", help="validate a job and print its resolved configuration")
@@ -270,6 +438,15 @@ def build_parser() -> argparse.ArgumentParser:
     scaling_sub = scaling.add_subparsers(dest="scaling_command", metavar="ACTION")
     scaling_sub.required = True
     add_scaling_parsers(scaling_sub)
+
+    dashboard = sub.add_parser("dashboard", help="the MLflow UI and the review pages (curves, sweeps, scaling, "
+                               "trajectories) over the tracking store (docs/dashboard.md)")
+    dashboard.add_argument("--tracking-uri", help="MLflow store (default: MLFLOW_TRACKING_URI, else runs/mlflow.db)")
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    dashboard.add_argument("--port", type=int, default=8090, help="port of the review pages")
+    dashboard.add_argument("--mlflow-port", type=int, default=5000, help="port of the MLflow UI it starts")
+    dashboard.add_argument("--refresh", type=float, default=10.0, help="seconds between reloads of live pages")
+    dashboard.set_defaults(func=_dashboard)
 
     tracking = sub.add_parser("tracking", help="tracking housekeeping: flush RUN delivers a run's spilled records")
     tracking.add_argument("action", choices=["flush"])

@@ -30,7 +30,8 @@ from xdlm.models.registry import backbone_info
 
 PRECISIONS = ("auto", "fp32", "bf16")
 NONFINITE_POLICIES = ("skip", "stop")
-LR_SCHEDULES = ("constant", "cosine")
+LR_SCHEDULES = ("constant", "cosine", "wsd")
+DECAY_SHAPES = ("linear", "cosine", "1-sqrt")
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
@@ -87,8 +88,16 @@ class OptimConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 2500
     lr_schedule: str = "constant"
-    """After warm-up: constant or cosine (decays to min_lr_ratio * lr at train.steps)."""
+    """After warm-up: constant, cosine (decays to min_lr_ratio * lr at train.steps) or wsd
+    (warm-up, stable, decay: constant until the last decay_fraction of train.steps, then down to
+    min_lr_ratio * lr along decay_shape; ``xdlm.train.optim.lr_multiplier`` has the formula)."""
     min_lr_ratio: float = 0.1
+    decay_fraction: float = 0.2
+    """wsd: the fraction of train.steps spent decaying, at the end. Also where a decay branch of a
+    run starts (``xdlm scaling branches``, docs/scaling-training.md)."""
+    decay_shape: str = "linear"
+    """wsd: the decay's shape in its progress p from 0 to 1: linear (1 - p), cosine
+    ((1 + cos(pi p)) / 2) or 1-sqrt (1 - sqrt(p))."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this (0 disables)."""
     ema: float = 0.9999
@@ -103,9 +112,24 @@ class OptimConfig:
         require(self.lr_schedule in LR_SCHEDULES, "optim.lr_schedule",
                 f"must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         require(0 <= self.min_lr_ratio <= 1, "optim.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
+        require(0 <= self.decay_fraction <= 1, "optim.decay_fraction",
+                f"must be in [0, 1] (the fraction of train.steps spent decaying), got {self.decay_fraction}")
+        require(self.decay_shape in DECAY_SHAPES, "optim.decay_shape",
+                f"must be one of {', '.join(DECAY_SHAPES)}, got {self.decay_shape!r}")
         require(self.grad_clip >= 0, "optim.grad_clip", f"must be >= 0 (0 disables), got {self.grad_clip}")
         require(0 <= self.ema < 1, "optim.ema", f"must be in [0, 1) (0 disables), got {self.ema}")
         return self
+
+    def decay_start(self, total_steps: int) -> int:
+        """The step where a wsd decay over the last ``decay_fraction`` of ``total_steps`` begins:
+        ``total_steps - round(decay_fraction * total_steps)``. A decay branch of horizon h starts
+        from its parent's checkpoint at ``decay_start(round(h * parent steps))``."""
+        return total_steps - round(self.decay_fraction * total_steps)
+
+    def branch_starts(self, total_steps: int, horizons: list[float]) -> set[int]:
+        """The steps of a run of ``total_steps`` where the decay branches of ``horizons``
+        (fractions of ``total_steps``) start: the checkpoints it writes and keeps for them."""
+        return {self.decay_start(round(h * total_steps)) for h in horizons}
 
 
 @dataclass
@@ -124,10 +148,17 @@ class TrainConfig:
     has its own seed, ``data.seed``."""
     log_every: int = 10
     eval_every: int = 1000
+    """Steps between evaluations (validation NELBO/PPL, tracking.log_samples samples); one more
+    at the last step. Evaluation uses the EMA weights and its own seeds: it never changes what
+    is trained."""
     eval_batches: int = 20
     """Validation batches (per worker) per evaluation."""
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
+    branch_horizons: list[float] = field(default_factory=list)
+    """Horizons (fractions of train.steps in (0, 1]) that decay branches may later be started for
+    (``xdlm scaling branches``): the run writes a checkpoint at each branch's start step,
+    ``optim.decay_start(round(h * train.steps))``, and never prunes it."""
     deepspeed: dict[str, Any] = field(default_factory=dict)
     """DeepSpeed config passthrough, e.g. {zero_optimization: {stage: 2}, bf16: {enabled: true}}; ZeRO-1/2.
     Batch sizes, accumulation and clipping are filled in from the job. Empty: DDP."""
@@ -155,6 +186,8 @@ class TrainConfig:
             require(stage in (0, 1, 2), "train.deepspeed.zero_optimization.stage",
                     f"must be 0, 1 or 2 (ZeRO-3 would shard the weights that EMA and evaluation read), got {stage}")
             require(not self.compile, "train.compile", "torch.compile with DeepSpeed is not supported here; set it false")
+        bad = [h for h in self.branch_horizons if not 0 < h <= 1]
+        require(not bad, "train.branch_horizons", f"must be fractions of train.steps in (0, 1], got {bad}")
         require(self.max_time_s is None or self.max_time_s > 0, "train.max_time_s",
                 f"must be > 0, got {self.max_time_s}")
         require(self.on_nonfinite in NONFINITE_POLICIES, "train.on_nonfinite",
@@ -191,7 +224,13 @@ class TrackingConfig:
     """MLflow tracking URI; None: MLFLOW_TRACKING_URI, else sqlite under the storage path."""
     experiment: str = "xdlm"
     log_samples: int = 4
-    """Sample texts logged as an artifact at each evaluation."""
+    """Samples drawn (with the fewest eval.sample_steps) at each evaluation during training and
+    added to the run's samples table; 0: none (the final samples are kept either way)."""
+    loss_smoothing: float = 0.9
+    """EMA factor beta of train/loss_smooth over the logged training losses (0: no smoothing)."""
+    system_metrics_interval_s: float = 10.0
+    """Seconds between samples of MLflow's system metrics (CPU, memory, GPU) on the rank-0
+    worker; 0 disables them."""
     tags: dict[str, str] = field(default_factory=dict)
     """Extra MLflow tags set when the run opens (a study names its runs this way, e.g. the
     IsoFLOP budget of a scaling trial); keys starting with ``mlflow.`` are MLflow's own."""
@@ -199,6 +238,10 @@ class TrackingConfig:
     def validate(self) -> TrackingConfig:
         require(bool(self.experiment), "tracking.experiment", "must be a non-empty name")
         require(self.log_samples >= 0, "tracking.log_samples", f"must be >= 0 (0 disables), got {self.log_samples}")
+        require(0 <= self.loss_smoothing < 1, "tracking.loss_smoothing",
+                f"must be in [0, 1), got {self.loss_smoothing}")
+        require(self.system_metrics_interval_s >= 0, "tracking.system_metrics_interval_s",
+                f"must be >= 0 (0 disables), got {self.system_metrics_interval_s}")
         bad = [key for key in self.tags if not key or key.startswith("mlflow.")]
         require(not bad, "tracking.tags", f"keys must be non-empty and not start with 'mlflow.', got {bad}")
         return self

@@ -32,3 +32,8 @@ def small_job(tmp_path, data_cache):
         ])
 
     return make
+
+
+def without_clock(counters: dict) -> dict:
+    """A checkpoint's counters but the wall clock (``wall_time_s``), which no two runs share."""
+    return {key: value for key, value in counters.items() if key != "wall_time_s"}

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.train.conftest import without_clock
 from xdlm.checkpoint import latest_checkpoint, read_checkpoint, scan
 from xdlm.errors import RunFailed
 from xdlm.train.launch import run_training
@@ -43,7 +44,7 @@ def test_resume_uses_a_complete_checkpoint_that_ray_never_recorded(ray_session, 
     resumed = run_training(small_job("train.steps=6", name="unrecorded"), resume=True, tracking=False)
     assert "resuming run 'unrecorded' from step 4" in capsys.readouterr().out
     a, b = final_state(straight.run_dir), final_state(resumed.run_dir)
-    assert b["counters"] == a["counters"]
+    assert without_clock(b["counters"]) == without_clock(a["counters"])
     assert all(torch.equal(v, b["model"][k]) for k, v in a["model"].items())
 
 
@@ -64,6 +65,34 @@ def test_a_non_finite_loss_ends_the_run_failed_without_a_non_finite_checkpoint(r
                              "attributes.run_name = 'diverges'")[0]
     reason = run.data.tags["xdlm.failure"]
     assert run.info.status == "FAILED" and ("non-finite" in reason or "no longer finite" in reason), reason
+    assert_failure_artifacts(client, run.info.run_id, reason)
+
+
+def assert_failure_artifacts(client, run_id: str, expected: str) -> None:
+    """A FAILED run's traceback and driver log are artifacts; the traceback names the failure."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(client.download_artifacts(run_id, "failure/traceback.txt", tmp)) as f:
+            assert expected in f.read()
+        logs = [a.path for a in client.list_artifacts(run_id, "logs")]
+        assert len(logs) == 1 and logs[0].startswith("logs/driver_"), logs
+        with open(client.download_artifacts(run_id, logs[0], tmp)) as f:
+            assert "xdlm: run failed:" in f.read()
+
+
+def test_an_exception_in_a_worker_ends_the_run_failed_with_the_exception_traceback_and_log(ray_session, small_job):
+    from mlflow import MlflowClient
+
+    job = small_job("train.steps=3", name="raises")
+    with pytest.raises(Exception, match="injected in the loop"):
+        run_training(job, fault={"at_step": 1, "raise": "injected in the loop"})
+    client = MlflowClient(f"sqlite:///{Path(job.cluster.storage_path) / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("xdlm").experiment_id],
+                                "attributes.run_name = 'raises'")
+    assert run.info.status == "FAILED"
+    assert run.data.tags["xdlm.failure"] == "RuntimeError: injected in the loop (worker rank 1)"
+    assert_failure_artifacts(client, run.info.run_id, "injected in the loop")
 
 
 def test_fault_drill_kills_the_driver_at_random_points(ray_session, small_job, tmp_path):
@@ -97,7 +126,8 @@ def test_fault_drill_kills_the_driver_at_random_points(ray_session, small_job, t
     assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
 
     a, b = final_state(straight.run_dir), final_state(job.run_dir())
-    assert b["counters"] == a["counters"] == {"step": steps, "tokens": steps * 8 * 32}
+    assert without_clock(b["counters"]) == without_clock(a["counters"])
+    assert (a["counters"]["step"], a["counters"]["tokens"]) == (steps, steps * 8 * 32)
     assert all(torch.equal(v, b["model"][k]) for k, v in a["model"].items())
     client = MlflowClient(f"sqlite:///{Path(job.cluster.storage_path) / 'mlflow.db'}")
     run = client.search_runs([client.get_experiment_by_name("xdlm").experiment_id],
@@ -156,3 +186,4 @@ def test_a_full_disk_ends_the_run_failed_with_one_line_and_no_checkpoint(ray_ses
     client = MlflowClient(uri)
     run = client.search_runs([client.get_experiment_by_name("xdlm").experiment_id], "attributes.run_name = 'full'")[0]
     assert run.info.status == "FAILED" and "out of space" in run.data.tags["xdlm.failure"]
+    assert_failure_artifacts(client, run.info.run_id, "No space left on device")

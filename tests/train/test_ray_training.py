@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.train.conftest import without_clock
 from xdlm.checkpoint import RUN_RECORD, latest_checkpoint, read_checkpoint
 from xdlm.config import ConfigError
 from xdlm.train.launch import run_training
@@ -24,10 +25,13 @@ def final_state(run_dir: str) -> dict:
 def test_two_worker_run_is_tracked_in_mlflow(ray_session, small_job):
     from mlflow.tracking import MlflowClient
 
-    job = small_job(name="tracked")
+    from xdlm.models import build_model, count_parameters
+
+    job = small_job("tracking.system_metrics_interval_s=1", name="tracked")
     outcome = run_training(job)
     state = final_state(outcome.run_dir)
-    assert state["counters"] == {"step": 6, "tokens": 6 * 8 * 32}
+    assert (state["counters"]["step"], state["counters"]["tokens"]) == (6, 6 * 8 * 32)
+    assert state["counters"]["wall_time_s"] > 0
     assert len(state["data"]) == 2  # both workers' data positions are in the checkpoint
     # keep_checkpoints=3 of the ones at steps 2, 4, 6
     assert len([p for p in Path(outcome.run_dir).glob("checkpoint_*") if p.is_dir()]) == 3
@@ -35,30 +39,70 @@ def test_two_worker_run_is_tracked_in_mlflow(ray_session, small_job):
     client = MlflowClient(outcome.tracking_uri)
     run = client.get_run(outcome.run_id)
     assert run.info.status == "FINISHED" and run.info.run_name == "tracked"
-    for key in ("train/loss", "val/nelbo", "val/ppl", "train/lr", "train/grad_norm", "tokens", "flops",
-                "train/tokens_per_s", "val/unigram_ppl", "gen/entropy_2steps"):
+    for key in ("train/loss", "train/loss_smooth", "val/nelbo", "val/ppl", "train/lr", "train/grad_norm", "tokens",
+                "flops", "flops_with_embedding", "wall_time_s", "train/tokens_per_s", "val/unigram_ppl",
+                "gen/entropy_2steps", "system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"):
         assert key in run.data.metrics, key
+    assert "step" not in run.data.metrics and not any(k.startswith("params/") for k in run.data.metrics)
     history = client.get_metric_history(outcome.run_id, "train/loss")
     assert [m.step for m in history] == [1, 2, 3, 4, 5, 6]
     assert [m.step for m in client.get_metric_history(outcome.run_id, "val/nelbo")] == [3, 6]
-    assert run.data.params["diffusion.k"] == "0.1" and run.data.params["model.hidden"] == "64"
-    assert run.data.tags["xdlm.k"] == "0.1" and run.data.tags["xdlm.schedule"] == "loglinear"
-    assert run.data.tags["xdlm.final_checkpoint"].startswith(outcome.run_dir)
+    # every evaluation record has the accounting at its own step: val/* can be charted against them
+    accounting = {key: {m.step: m.value for m in client.get_metric_history(outcome.run_id, key)}
+                  for key in ("tokens", "flops", "flops_with_embedding", "wall_time_s")}
+    for key in [k for k in run.data.metrics if k.startswith("val/")]:
+        for m in client.get_metric_history(outcome.run_id, key):
+            assert all(m.step in accounting[x] for x in accounting), (key, m.step)
+    assert accounting["tokens"][6] == 6 * 8 * 32
+    assert accounting["flops_with_embedding"][6] > accounting["flops"][6] > 0
+    wall = [accounting["wall_time_s"][s] for s in sorted(accounting["wall_time_s"])]
+    assert wall == sorted(wall) and wall[0] > 0
+
+    params, tags = run.data.params, run.data.tags
+    assert params["diffusion.k"] == "0.1" and params["model.hidden"] == "64" and params["model.n_layers"] == "2"
+    vocab = json.loads(open(client.download_artifacts(outcome.run_id, "data_summary.json")).read())["vocab_size"]
+    counts = count_parameters(build_model(job.model, vocab))
+    assert int(params["params.total"]) == counts["total"] > int(params["params.non_embedding"]) == counts["non_embedding"]
+    assert params["system.device_type"] == "cpu" and params["system.device_count"] == "2"
+    assert tags["xdlm.k"] == "0.1" and tags["xdlm.schedule"] == "loglinear"
+    assert tags["xdlm.final_checkpoint"].startswith(outcome.run_dir)
+    assert "Final validation perplexity" in tags["mlflow.note.content"] and "unigram baseline" in tags["mlflow.note.content"]
+    assert tags["mlflow.source.type"] == "JOB" and tags["mlflow.user"]
+
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"stdlib-docs/train", "stdlib-docs/validation"}
+    train = inputs["stdlib-docs/train"]
+    assert [t.value for t in train.tags if t.key == "mlflow.data.context"] == ["training"]
+    profile = json.loads(train.dataset.profile)
+    assert profile["tokenizer_hash"].startswith("bpe-") and profile["num_tokens"] > 0
+
     artifacts = {a.path for a in client.list_artifacts(outcome.run_id)}
-    assert {"config", "samples", "final_metrics.json"} <= artifacts
-    samples = client.list_artifacts(outcome.run_id, "samples")
-    assert len(samples) == 2  # evaluations at steps 3 and 6
+    assert {"config", "samples.json", "final_metrics.json", "figures", "logs"} <= artifacts
+    with open(client.download_artifacts(outcome.run_id, "samples.json")) as f:
+        table = json.load(f)
+    assert table["columns"] == ["step", "sampler_steps", "k", "index", "text"]
+    rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+    # step 3: tracking.log_samples=1 at the fewest steps; step 6: eval.num_samples=2 per eval.sample_steps
+    assert [(r["step"], r["sampler_steps"], r["index"]) for r in rows] == [(3, 2, 0), (6, 2, 0), (6, 2, 1)]
+    assert all(r["k"] == 0.1 and r["text"] for r in rows)
+    assert "samples.json" in tags["mlflow.loggedArtifacts"]  # what the UI's evaluation view lists
+    figures = {a.path for a in client.list_artifacts(outcome.run_id, "figures")}
+    assert figures == {"figures/curves.png", "figures/curves.html"}
+    with open(client.download_artifacts(outcome.run_id, "figures/curves.html")) as f:
+        html = f.read()
+    assert '<script src="http' not in html and len(html) > 1_000_000  # plotly.js inline: opens offline
 
 
 def test_resume_is_bit_exact(ray_session, small_job):
     """Stopped at step n and resumed to 2n == an uninterrupted run to 2n, bit for bit."""
-    straight = run_training(small_job("train.steps=6", name="straight"), tracking=False)
+    # the uninterrupted run evaluates at every step, the other every 3: evaluation changes nothing
+    straight = run_training(small_job("train.steps=6", "train.eval_every=1", name="straight"), tracking=False)
     first = small_job("train.steps=3", name="resumed")
     run_training(first, tracking=False)
     assert final_state(first.run_dir())["counters"]["step"] == 3
     resumed = run_training(small_job("train.steps=6", name="resumed"), resume=True, tracking=False)
     a, b = final_state(straight.run_dir), final_state(resumed.run_dir)
-    assert b["counters"] == a["counters"]
+    assert without_clock(b["counters"]) == without_clock(a["counters"])
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
     for x, y in zip(a["ema"]["shadow"], b["ema"]["shadow"], strict=True):
@@ -165,7 +209,8 @@ def test_a_run_started_from_another_runs_checkpoint_continues_it(ray_session, sm
 
     same = run_training(small_job(name="same-hparams"), tracking=False, init_checkpoint=at_4)
     a, b = final_state(donor.run_dir), final_state(same.run_dir)
-    assert b["counters"] == a["counters"] == {"step": 6, "tokens": 6 * 8 * 32}
+    assert without_clock(b["counters"]) == without_clock(a["counters"])
+    assert (a["counters"]["step"], a["counters"]["tokens"]) == (6, 6 * 8 * 32)
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
     for x, y in zip(a["ema"]["shadow"], b["ema"]["shadow"], strict=True):

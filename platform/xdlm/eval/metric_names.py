@@ -9,7 +9,14 @@ as the numbers its training logged.
 - ``val/unigram_ppl``: the unigram baseline of the validation split (a floor for "learned
   something");
 - ``gen/entropy_<S>steps``, ``gen/ppl_<S>steps``: generation quality with S sampler steps;
-- ``train/*``: the optimisation itself.
+- ``train/*``: the optimisation itself (``train/loss_smooth``: a bias-corrected EMA of
+  ``train/loss``);
+- ``tokens``, ``flops``, ``flops_with_embedding``, ``wall_time_s``: the accounting, logged at
+  every step that logs anything else (training records and every evaluation record), so any
+  metric can be charted against them (``docs/tracking.md``).
+
+The step itself is never a metric (MLflow records it with every value); Ray Tune gets it in
+each report as ``STEP`` (``during_training``).
 
 On a source whose law is known (``data.source: markov``, docs/synthetic.md), also:
 
@@ -34,6 +41,23 @@ TRAIN_LOSS = "train/loss"
 TRAIN_LR = "train/lr"
 TRAIN_GRAD_NORM = "train/grad_norm"
 TRAIN_TOKENS_PER_S = "train/tokens_per_s"
+TRAIN_LOSS_SMOOTH = "train/loss_smooth"
+"""Bias-corrected EMA of ``train/loss`` over its logged points (``tracking.loss_smoothing``)."""
+TOKENS = "tokens"
+"""Training tokens seen so far (all workers)."""
+FLOPS = "flops"
+"""Training FLOPs so far, non-embedding: (6 N + 12 n_layers D L) per token (models.accounting)."""
+FLOPS_WITH_EMBEDDING = "flops_with_embedding"
+"""``flops`` plus the output head's 6 D V per token (models.accounting)."""
+WALL_TIME = "wall_time_s"
+"""Training wall clock in seconds, summed over restarts (train.state.Counters)."""
+ACCOUNTING = (TOKENS, FLOPS, FLOPS_WITH_EMBEDDING, WALL_TIME)
+"""Logged beside every training and evaluation record: the x-axes runs share."""
+STEP = "step"
+"""The optimizer step in Ray/Tune reports (never an MLflow metric)."""
+SAMPLES_TABLE = "samples.json"
+"""The MLflow table of generated samples (columns ``SAMPLE_COLUMNS``)."""
+SAMPLE_COLUMNS = ("step", "sampler_steps", "k", "index", "text")
 UNIGRAM_PPL = "val/unigram_ppl"
 TRUE_NLL = "val/true_nll"
 """Exact NLL per token of the validation sequences under a known source."""
@@ -105,8 +129,9 @@ def with_k(name: str, k: float) -> str:
 
 
 def during_training() -> tuple[str, ...]:
-    """What every training worker reports (to MLflow and to Tune) at each evaluation."""
-    return (nelbo(), ppl(), "step", "tokens")
+    """What every training worker reports to Ray Tune at each evaluation (MLflow gets the same
+    evaluation metrics, with ``ACCOUNTING`` instead of the step)."""
+    return (nelbo(), ppl(), STEP, TOKENS)
 
 
 def at_end(eval_sets: list[str], zero_shot: bool, generates: bool, sample_steps: list[int],

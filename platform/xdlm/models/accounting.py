@@ -1,4 +1,5 @@
-"""Parameter counts and a FLOPs-per-token estimate for throughput (MFU) accounting.
+"""Parameter counts and FLOPs-per-token estimates (without and with the output head) for
+compute accounting: runs of different sizes and hardware share one x-axis.
 
 "Non-embedding" parameters exclude the token embedding and the output head (weight and bias),
 the convention of the scaling-law literature; they do not depend on the vocabulary size.
@@ -59,15 +60,36 @@ def estimate_parameters(cfg: ModelConfig, vocab_size: int) -> dict[str, int]:
 
 
 def flops_per_token(model_cfg: ModelConfig, seq_len: int) -> int:
-    """Training FLOPs per token (forward + backward): ``6 * N + 12 * n_layers * hidden * seq_len``.
+    """Training FLOPs per token (forward + backward), the non-embedding count:
 
-    ``N`` is the non-embedding parameter count (6 = 2 forward + 4 backward per weight per token);
-    the second term is attention's score and value matmuls (QK^T and AV: ``2 * 2 * L * D``
-    forward per layer per token, times 3 for forward + backward). The output head and embedding
-    are left out, following the convention of the scaling-law papers.
+        flops/token = 6 * N + 12 * n_layers * D * L
+
+    ``N`` is the non-embedding parameter count (``estimate_parameters``), ``D`` the hidden size,
+    ``L`` the sequence length. 6 = 2 (a multiply-add forward) + 4 (two backward, for the input
+    and the weight gradient) per weight per token, the convention of the scaling-law literature,
+    which counts every non-embedding parameter as a matmul weight. The second term is
+    attention's score and value matmuls, which have no weights: per layer and token QK^T costs
+    ``L * D`` multiply-adds over the heads and AV another ``L * D``, i.e. ``4 * L * D`` FLOPs
+    forward, times 3 for forward + backward. The embedding and the output head are left out
+    (``flops_with_embedding_per_token`` adds the head).
     """
     if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len <= 0:
         raise ValueError(f"seq_len: must be a positive int, got {seq_len!r}")
     n_layers, hidden, _ = model_cfg.dims()
     non_embedding = estimate_parameters(model_cfg, vocab_size=1)["non_embedding"]
     return 6 * non_embedding + 12 * n_layers * hidden * seq_len
+
+
+def flops_with_embedding_per_token(model_cfg: ModelConfig, seq_len: int, vocab_size: int) -> int:
+    """``flops_per_token`` plus the output head: ``6 * N + 12 * n_layers * D * L + 6 * D * V``.
+
+    The head is a ``D x V`` matmul on every token: ``D * V`` multiply-adds = ``2 * D * V`` FLOPs
+    forward and ``4 * D * V`` backward. The embedding is a table lookup (a gather, no
+    multiply-adds; its backward a scatter-add of ``D`` numbers per token) and the head's bias an
+    addition: both are counted as 0. At the sizes trained on a laptop (D = 256, V = 4096) the
+    head is a large share of the compute, which is why both counts are logged.
+    """
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size <= 0:
+        raise ValueError(f"vocab_size: must be a positive int, got {vocab_size!r}")
+    _, hidden, _ = model_cfg.dims()
+    return flops_per_token(model_cfg, seq_len) + 6 * hidden * vocab_size

@@ -204,6 +204,25 @@ class RunLogger:
             return self._warn_closed("log_artifact")
         self._delivery.enqueue(("file", os.path.abspath(local_path), artifact_path))
 
+    def log_table(self, columns: Mapping[str, list], artifact_file: str) -> None:
+        """Queue rows for the MLflow table ``artifact_file`` (``.json``): ``{column: [values]}``,
+        appended to the rows it already has. Tables of the same name are what the MLflow UI's
+        evaluation view puts side by side across runs."""
+        if self._closed:
+            return self._warn_closed("log_table")
+        try:
+            plain = {str(k): [to_plain_container(v) for v in values] for k, values in columns.items()}
+        except Exception as error:
+            return log.warning("log_table(%r): unusable columns: %s", artifact_file, error)
+        self._delivery.enqueue(("table", plain, str(artifact_file)))
+
+    def log_inputs(self, datasets: list[Mapping[str, Any]]) -> None:
+        """Queue MLflow dataset inputs, each built by ``records.dataset_input`` (the run page's
+        Datasets column and drawer show them)."""
+        if self._closed:
+            return self._warn_closed("log_inputs")
+        self._delivery.enqueue(("inputs", [dict(d) for d in datasets]))
+
     def flush(self, timeout: float | None = 60.0) -> bool:
         """Wait until everything queued before this call is delivered; False on timeout."""
         return self._delivery.flush(timeout)

@@ -36,6 +36,13 @@ FAST_FAILURE_HTTP_ENV = {
 
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_KIND = "custom_model_development"
+"""MLflow 3's name for a model-training experiment (its other kind is ``genai_development``)."""
+TRAINING_LAYOUT_QUERY = "workflowType=machine_learning"
+"""MLflow 3.17's UI opens in its GenAI layout unless a link carries this (its layout switch
+reads the URL first, then the browser's last choice); every link the platform prints has it."""
+
 _LOCAL_FILE_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
 
 
@@ -116,7 +123,8 @@ def get_or_create_experiment(client: MlflowClient, experiment_name: str) -> str:
     if experiment is None:
         try:
             return client.create_experiment(
-                experiment_name, artifact_location=artifact_root(client.tracking_uri)
+                experiment_name, artifact_location=artifact_root(client.tracking_uri),
+                tags={EXPERIMENT_KIND_TAG: TRAINING_KIND},
             )
         except MlflowException as error:
             if error.error_code != "RESOURCE_ALREADY_EXISTS":
@@ -130,7 +138,32 @@ def get_or_create_experiment(client: MlflowClient, experiment_name: str) -> str:
         except MlflowException:
             if client.get_experiment(experiment.experiment_id).lifecycle_stage == "deleted":
                 raise  # not restored by someone else either
+    mark_training_experiment(client, experiment.experiment_id, experiment.tags)
     return experiment.experiment_id
+
+
+def mark_training_experiment(client: MlflowClient, experiment_id: str, tags: Mapping[str, str]) -> None:
+    """Tag an experiment as model training (``mlflow.experimentKind``) unless it has a kind;
+    a failure to tag is only logged (the experiment works without it)."""
+    if tags.get(EXPERIMENT_KIND_TAG):
+        return
+    try:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
+    except MlflowException as error:
+        log.warning("could not tag experiment %s as training: %s", experiment_id, describe_error(error))
+
+
+def ui_url(tracking_uri: str, experiment_id: str, run_id: str | None = None,
+           ui_base: str = "http://127.0.0.1:5000") -> str:
+    """The MLflow UI page of an experiment (or one of its runs) in the training layout:
+    ``<server>/#/experiments/<id>[/runs/<run>]?workflowType=machine_learning``.
+
+    An http(s) tracking URI is its own UI; for any other store (sqlite, files) the page is that
+    of ``mlflow ui --backend-store-uri <uri>`` on ``ui_base`` (its default address).
+    """
+    base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else ui_base
+    page = f"#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "/runs")
+    return f"{base}/{page}?{TRAINING_LAYOUT_QUERY}"
 
 
 def ensure_experiment(tracking_uri: str, experiment_name: str, retry_for_s: float = 60.0) -> str:

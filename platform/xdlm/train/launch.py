@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import tempfile
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,8 +29,11 @@ from xdlm.cluster.ray_session import check_resources, ensure_ray
 from xdlm.cluster.run_lock import acquire
 from xdlm.config import ConfigError, JobConfig, from_dict, to_dict, to_yaml
 from xdlm.errors import RunFailed, UserError
+from xdlm.eval import metric_names
+from xdlm.tracking.driver_log import DriverLog
 from xdlm.tracking.logger import RunLogger
-from xdlm.tracking.runs import close_stale_runs, ensure_experiment, make_client, start_run
+from xdlm.tracking.runs import close_stale_runs, ensure_experiment, make_client, start_run, ui_url
+from xdlm.train import run_page
 from xdlm.train.loop import train_loop_per_worker
 from xdlm.train.preflight import preflight
 
@@ -44,6 +50,13 @@ class TrainOutcome:
     tracking_uri: str | None
     checkpoint: str | None
     metrics: dict[str, Any]
+    experiment_id: str | None = None
+
+    def ui_url(self) -> str | None:
+        """The run's page in the MLflow UI, training layout (``tracking.runs.ui_url``)."""
+        if not (self.run_id and self.tracking_uri and self.experiment_id):
+            return None
+        return ui_url(self.tracking_uri, self.experiment_id, self.run_id)
 
 
 def differences(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -110,22 +123,29 @@ def git_commit() -> str:
 
 def open_mlflow_run(job: JobConfig, tracking_uri: str, record: dict | None, parent_run_id: str | None = None,
                     extra_tags: dict[str, Any] | None = None):
-    """Create (or resume) the job's MLflow run and log what is known before training."""
-    ensure_experiment(tracking_uri, job.tracking.experiment)  # the artifact root sweeps use too
+    """Create (or resume) the job's MLflow run and log what is known before training: the
+    config as params (with a size preset's real model dimensions), tags (k, schedule, size, user,
+    source, the description); returns (run id, experiment id, logger)."""
+    experiment_id = ensure_experiment(tracking_uri, job.tracking.experiment)  # the artifact root sweeps use too
     run_id = record.get("mlflow_run_id") if record else None
     if run_id is None:
         close_stale_runs(tracking_uri, job.tracking.experiment, job.name)
+    parent_link = run_page.run_link(tracking_uri, experiment_id, parent_run_id) if parent_run_id else None
     tags = {
         "xdlm.k": job.diffusion.k, "xdlm.schedule": job.diffusion.schedule, "xdlm.model_size": job.model.size,
         "xdlm.backbone": job.model.backbone, "xdlm.dataset": job.data.source, "mlflow.source.git.commit": git_commit(),
+        **run_page.source_tags(),
+        run_page.NOTE_TAG: run_page.description(job, None, parent_link, extra_tags),
         **{key: str(value) for key, value in job.tracking.tags.items()}, **(extra_tags or {}),
     }
     run_id = start_run(tracking_uri, job.tracking.experiment, job.name, tags, run_id=run_id,
                        parent_run_id=parent_run_id)
     logger = RunLogger(tracking_uri, run_id, spill_dir=spill_dir_of(job), install_handlers=True, status_at_exit="KILLED")
-    logger.log_params(to_dict(job))
+    params = to_dict(job)
+    params["model"].update(run_page.resolved_model_params(job))
+    logger.log_params(params)
     logger.log_text(to_yaml(job), "config/job.yaml")
-    return run_id, logger
+    return run_id, experiment_id, logger
 
 
 def run_training(job: JobConfig, resume: bool = False, parent_run_id: str | None = None,
@@ -183,14 +203,40 @@ def announce_resume(job: JobConfig, record: dict | None, run_dir: str) -> None:
 
 def _train_locked(job, record, run_dir, parent_run_id, tracking, extra_callbacks, fault, init_checkpoint,
                   tags) -> TrainOutcome:
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
     ensure_ray(job.cluster.address, object_store_memory_mb=job.cluster.object_store_memory_mb)
     check_resources(job.cluster.num_workers, job.cluster.cpus_per_worker, job.cluster.use_gpu)
 
     tracking_uri = default_tracking_uri(job) if tracking else None
-    run_id, logger = open_mlflow_run(job, tracking_uri, record, parent_run_id, tags) if tracking else (None, None)
+    run_id, experiment_id, logger = (open_mlflow_run(job, tracking_uri, record, parent_run_id, tags) if tracking
+                                     else (None, None, None))
+    driver_log = DriverLog(driver_log_path(job)).start() if logger is not None else None
+    try:
+        metrics, checkpoint = _fit(job, record, run_dir, run_id, tracking_uri, extra_callbacks, fault, init_checkpoint)
+    except BaseException as err:
+        reason = out_of_space_reason(err, job)
+        if logger is not None:
+            end_after_error(logger, err, reason, driver_log)
+        if reason:
+            raise RunFailed(f"run {job.name!r}: {reason}") from None
+        raise
+    finally:
+        if driver_log is not None:
+            driver_log.stop()  # again after end_after_error: nothing
+    if logger is not None:
+        if checkpoint:
+            logger.set_tags({"xdlm.final_checkpoint": checkpoint})
+        finish_run_page(job, logger, tracking_uri, run_id, experiment_id, parent_run_id, tags)
+        upload_driver_log(logger, driver_log, "FINISHED")
+        metrics.update(final_metrics_from_mlflow(tracking_uri, run_id))
+    return TrainOutcome(run_dir, run_id, tracking_uri, checkpoint, metrics, experiment_id)
+
+
+def _fit(job, record, run_dir, run_id, tracking_uri, extra_callbacks, fault, init_checkpoint):
+    """Write the run record, run Ray Train to the end; return (Ray's last metrics, the newest
+    complete checkpoint). Raises ``RunFailed`` when the workers stopped the run on purpose."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
     if record is None:
         storage.write_text(f"{run_dir}/{RUN_RECORD}", json.dumps(
             {"name": job.name, "mlflow_run_id": run_id, "tracking_uri": tracking_uri, "job": to_dict(job)}, indent=2))
@@ -220,36 +266,66 @@ def _train_locked(job, record, run_dir, parent_run_id, tracking, extra_callbacks
             callbacks=extra_callbacks or None,
         ),
     )
-    try:
-        result = trainer.fit()
-    except BaseException as err:
-        reason = out_of_space_reason(err, job)
-        if logger is not None:
-            if reason:
-                logger.set_tags({"xdlm.failure": reason})
-            # SystemExit is how Ray Tune stops a trial (e.g. ASHA): stopped, not failed.
-            logger.close("KILLED" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "FAILED")
-        if reason:
-            raise RunFailed(f"run {job.name!r}: {reason}") from None
-        raise
+    result = trainer.fit()
     failure = f"{run_dir}/{FAILURE_RECORD}"
     if storage.exists(failure):
         reason = json.loads(storage.read_text(failure))["reason"]
-        if logger is not None:
-            logger.set_tags({"xdlm.failure": reason})
-            logger.close("FAILED")
-        raise RunFailed(f"run {job.name!r} stopped at {reason}")
+        stopped = RunFailed(f"run {job.name!r} stopped at {reason}")
+        stopped.reason = reason
+        raise stopped
     complete, _ = scan(run_dir)
-    checkpoint = complete[0].uri if complete else None
-    metrics: dict[str, Any] = dict(result.metrics or {})
-    if logger is not None:
-        if checkpoint:
-            logger.set_tags({"xdlm.final_checkpoint": checkpoint})
-        if not logger.close("FINISHED"):
-            print(f"xdlm: the tracking server did not take every record; the rest is in {logger.spill_path} "
-                  f"and is delivered by `xdlm tracking flush {job.name}` or the next --resume", flush=True)
-        metrics.update(final_metrics_from_mlflow(tracking_uri, run_id))
-    return TrainOutcome(run_dir, run_id, tracking_uri, checkpoint, metrics)
+    return dict(result.metrics or {}), (complete[0].uri if complete else None)
+
+
+def driver_log_path(job: JobConfig) -> str:
+    """Where this attempt's driver log is written until it is uploaded: a local temporary
+    directory, never the run's storage (a full disk there is one of the failures it records)."""
+    return os.path.join(tempfile.mkdtemp(prefix="xdlm-driver-log-"), f"driver_{time.strftime('%Y%m%dT%H%M%S')}.log")
+
+
+def upload_driver_log(logger: RunLogger, driver_log: DriverLog | None, status: str) -> None:
+    """Log the driver log as ``logs/driver_<start>.log`` and end the run; the local copy goes
+    once delivered (else it stays for ``xdlm tracking flush``)."""
+    if driver_log is not None:
+        logger.log_artifact(driver_log.path, "logs")
+    delivered = logger.close(status)
+    if delivered and driver_log is not None:
+        shutil.rmtree(driver_log.path.parent, ignore_errors=True)
+    if not delivered:
+        print(f"xdlm: the tracking server did not take every record; the rest is in {logger.spill_path} "
+              f"and is delivered by `xdlm tracking flush` or the next --resume", flush=True)
+
+
+def end_after_error(logger: RunLogger, err: BaseException, reason: str | None, driver_log: DriverLog | None) -> None:
+    """End the MLflow run of an attempt that raised, whatever raised (the driver, a worker, Ray):
+    KILLED for an interrupt (SystemExit is how Ray Tune stops a trial, e.g. ASHA), else FAILED
+    with the exception as the tag ``xdlm.failure``, the traceback and the driver log as
+    artifacts."""
+    if isinstance(err, (KeyboardInterrupt, SystemExit)):
+        status = "KILLED"
+    else:
+        status = "FAILED"
+        summary = reason or getattr(err, "reason", None) or run_page.failure_summary(err)
+        logger.set_tags({run_page.FAILURE_TAG: summary})
+        logger.log_text(run_page.failure_traceback(err), run_page.TRACEBACK_ARTIFACT)
+        print(f"xdlm: run failed: {summary}", flush=True)
+    if driver_log is not None:
+        driver_log.stop()
+    upload_driver_log(logger, driver_log, status)
+
+
+def finish_run_page(job: JobConfig, logger: RunLogger, tracking_uri: str, run_id: str, experiment_id: str,
+                    parent_run_id: str | None, tags: dict[str, Any] | None) -> None:
+    """The end of a finished run: figures of its curves and the description with its final
+    numbers. A courtesy: a tracker that does not answer costs these, never the run."""
+    try:
+        latest = dict(make_client(tracking_uri).get_run(run_id).data.metrics)
+        run_page.log_figures(tracking_uri, run_id, latest.get(metric_names.UNIGRAM_PPL))
+        parent_link = run_page.run_link(tracking_uri, experiment_id, parent_run_id) if parent_run_id else None
+        logger.set_tags({run_page.NOTE_TAG: run_page.description(job, latest, parent_link, tags)})
+    except Exception as err:
+        print(f"xdlm: figures and description not logged ({type(err).__name__}: "
+              f"{str(err).splitlines()[0] if str(err) else ''})", flush=True)
 
 
 def out_of_space_reason(err: BaseException, job: JobConfig) -> str | None:
@@ -303,16 +379,22 @@ def final_metrics_from_mlflow(tracking_uri: str, run_id: str) -> dict[str, float
 
 
 def latest_samples(tracking_uri: str, run_id: str, max_chars: int = 1500) -> str | None:
-    """The newest sample texts the run logged (for the driver to print), or None."""
+    """The newest samples the run logged (its final ones: a few per sampler step count), from
+    its samples table, for the driver to print; or None."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         client = make_client(tracking_uri)
-        files = sorted(a.path for a in client.list_artifacts(run_id, "samples"))
-        if not files:
+        if metric_names.SAMPLES_TABLE not in {a.path for a in client.list_artifacts(run_id)}:
             return None
-        local = client.download_artifacts(run_id, files[-1])
-        with open(local) as f:
-            text = f.read()
+        with open(client.download_artifacts(run_id, metric_names.SAMPLES_TABLE)) as f:
+            table = json.load(f)
+        rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
     except Exception:  # printing samples is a courtesy; never fail the command for it
         return None
+    if not rows:
+        return None
+    last = max(row["step"] for row in rows)
+    parts = [f"# step {row['step']}, {row['sampler_steps']} sampler steps, k = {row['k']}, sample {row['index']}\n"
+             f"{row['text']}" for row in rows if row["step"] == last and row["index"] < 2]
+    text = "\n\n".join(parts)
     return text if len(text) <= max_chars else text[:max_chars] + " [...]"

@@ -24,6 +24,7 @@ import math
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 
 import ray.train
 import ray.train.torch
@@ -45,7 +46,8 @@ from xdlm.data.build import build_datasets
 from xdlm.diffusion import time_sampling
 from xdlm.eval import metric_names
 from xdlm.eval.likelihood import nelbo_sums, perplexity
-from xdlm.models import build_model, count_parameters, flops_per_token
+from xdlm.models import build_model
+from xdlm.models.accounting import flops_per_token, flops_with_embedding_per_token
 from xdlm.objective import build_process, make_objective
 from xdlm.train.engine import build_engine
 from xdlm.train.optim import EMA
@@ -82,15 +84,36 @@ def autocast_context(job: JobConfig, device: torch.device):
     return contextlib.nullcontext()
 
 
+@dataclass(frozen=True)
+class Accounting:
+    """FLOPs per training token, without and with the output head (``models.accounting``)."""
+
+    flops_per_token: int
+    flops_with_embedding_per_token: int
+
+    @classmethod
+    def of(cls, job: JobConfig, vocab_size: int) -> Accounting:
+        return cls(flops_per_token(job.model, job.data.seq_len),
+                   flops_with_embedding_per_token(job.model, job.data.seq_len, vocab_size))
+
+    def at(self, counters: Counters) -> dict[str, float]:
+        """The accounting metrics, logged with every record: the x-axes runs of any size share."""
+        return {metric_names.TOKENS: counters.tokens,
+                metric_names.FLOPS: float(self.flops_per_token) * counters.tokens,
+                metric_names.FLOPS_WITH_EMBEDDING: float(self.flops_with_embedding_per_token) * counters.tokens,
+                metric_names.WALL_TIME: counters.wall_time_s}
+
+
 def train_loop_per_worker(loop_config: dict) -> None:
     state = setup_worker(loop_config)
     job, counters, engine = state.job, state.counters, state.engine
     accum = job.accum_steps
     tokens_per_step = job.train.global_batch * job.data.seq_len
-    flops_per_step = flops_per_token(job.model, job.data.seq_len) * tokens_per_step
-    tracker = WorkerTracker.for_rank(state.rank, loop_config, count_parameters(state.model), state.data.summary())
+    accounting = Accounting.of(job, state.data.tokenizer.vocab_size)
+    tracker = WorkerTracker.for_rank(state, loop_config)
     progress = Progress(job.train.steps, start_step=counters.step, enabled=state.rank == 0)
     started = time.monotonic()
+    wall_time_before = counters.wall_time_s  # of the attempts before this one (from the checkpoint)
     nonfinite_in_a_row = 0
 
     while counters.step < job.train.steps:
@@ -131,32 +154,39 @@ def train_loop_per_worker(loop_config: dict) -> None:
             state.ema.update(state.model)
         counters.step += 1
         counters.tokens += tokens_per_step
+        counters.wall_time_s = wall_time_before + (time.monotonic() - started)
 
         # 4. log, evaluate, checkpoint (the same decisions on every rank)
         last = counters.step == job.train.steps
         out_of_time = job.train.max_time_s is not None and any_worker(
             time.monotonic() - started > job.train.max_time_s
         )
+        record: dict[str, float] = {}  # what MLflow gets at this step: one record, accounting included
         if counters.step % job.train.log_every == 0 or last:
             train_loss = mean_over_workers(step_loss)
-            tracker.log_metrics({
+            record.update({
                 metric_names.TRAIN_LOSS: train_loss,
                 metric_names.TRAIN_LR: engine.lr(),
                 metric_names.TRAIN_GRAD_NORM: grad_norm,
-                "tokens": counters.tokens,
-                "flops": flops_per_step * counters.step,
                 metric_names.TRAIN_TOKENS_PER_S: progress.tokens_per_s(counters.step, tokens_per_step),
-            }, counters.step)
+            })
+            if math.isfinite(train_loss):
+                record[metric_names.TRAIN_LOSS_SMOOTH] = counters.smooth_loss(train_loss, job.tracking.loss_smoothing)
             progress.update(counters.step, train_loss, tokens_per_step)
-        metrics: dict[str, float] = {"step": counters.step, "tokens": counters.tokens}
+        # Ray (and Tune) get the step and tokens; MLflow records the step with every value
+        metrics: dict[str, float] = {metric_names.STEP: counters.step, metric_names.TOKENS: counters.tokens}
         evaluate_now = counters.step % job.train.eval_every == 0 or last or out_of_time
-        checkpoint_now = counters.step % job.train.checkpoint_every == 0 or last or out_of_time
+        checkpoint_now = (counters.step % job.train.checkpoint_every == 0 or last or out_of_time
+                          or counters.step in job.optim.branch_starts(job.train.steps, job.train.branch_horizons))
         if evaluate_now:
             metrics.update(validate(state))
-            tracker.log_metrics(metrics, counters.step)
-            tracker.log_samples(state)
+            record.update({k: v for k, v in metrics.items() if metric_names.is_evaluation(k)})
             progress.note(f"{metric_names.nelbo()} {metrics[metric_names.nelbo()]:.3f}  "
                           f"{metric_names.ppl()} {metrics[metric_names.ppl()]:.1f}")
+        if record:
+            tracker.log_metrics({**record, **accounting.at(counters)}, counters.step)
+        if evaluate_now and not (last or out_of_time):  # the final evaluation draws its own samples
+            tracker.log_samples(state)
         if checkpoint_now and any_worker(not weights_finite(state.model)):
             stop_failed(state, loop_config, f"step {counters.step}: the weights are no longer finite; "
                         "no checkpoint written (lower optim.lr, or check the data)")
@@ -237,8 +267,14 @@ def stop_failed(state: WorkerState, loop_config: dict, reason: str) -> None:
 
 def maybe_inject_fault(fault: dict | None, step: int, rank: int, world: int) -> None:
     """Failure drill: ``{"at_step": n, "marker": path}`` kills the last worker once at step n (the
-    marker file records that it happened) to exercise FailureConfig end to end."""
-    if not fault or step != fault["at_step"] or rank != world - 1 or os.path.exists(fault["marker"]):
+    marker file records that it happened) to exercise FailureConfig end to end;
+    ``{"at_step": n, "raise": message}`` raises ``RuntimeError(message)`` there instead (a
+    worker's exception, as a bug would raise it)."""
+    if not fault or step != fault["at_step"] or rank != world - 1:
+        return
+    if fault.get("raise"):
+        raise RuntimeError(fault["raise"])
+    if os.path.exists(fault["marker"]):
         return
     marker = fault["marker"]
     with open(marker, "w") as f:
