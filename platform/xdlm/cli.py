@@ -344,7 +344,7 @@ def add_scaling_parsers(scaling_sub) -> None:
     # fit (analysis)
     fit = scaling_sub.add_parser("fit", help="fit IsoFLOP minima, power laws, L(N, D) and L(D) with bootstrap "
                                  "intervals from a sweep's or experiment's MLflow runs; crossovers between k")
-    fit.add_argument("target", metavar="EXPERIMENT_OR_SWEEP", help="sweep name (tag xdlm.sweep) or MLflow experiment")
+    fit.add_argument("target", metavar="EXPERIMENT_OR_SWEEP", help="sweep name (tag xdlm.sweep), several sweeps of one study as A,B, or an MLflow experiment")
     fit.add_argument("--tracking-uri", help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db)")
     fit.add_argument("--target-flops", type=float, help="extrapolate N*, D*, L* to this training compute")
     fit.add_argument("--holdout-budget", type=float,
@@ -458,6 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # the run's Source in MLflow, also for runs opened inside Ray workers (sweep trials)
+    os.environ["XDLM_COMMAND"] = " ".join(["xdlm", *(sys.argv[1:] if argv is None else argv)])[:500]
     try:
         return args.func(args)
     except UserError as err:  # a mistake in the request: one line, no traceback

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pytest
 from mlflow import MlflowClient
 
-from tests.scaling.test_points import make_study
+from tests.scaling.test_points import LAWS, log_run, make_study
 from xdlm.cli import main
+from xdlm.scaling.analysis import run_analysis
 
 
 def test_scaling_fit_end_to_end(tmp_path, capsys):
@@ -47,3 +50,31 @@ def test_scaling_fit_bad_input_exits_2(tmp_path, capsys):
     MlflowClient(uri).create_experiment("empty")
     assert main(["scaling", "fit", "nothing", "--tracking-uri", uri, "--no-log"]) == 2
     assert "no sweep (tag xdlm.sweep) and no MLflow experiment named 'nothing'" in capsys.readouterr().err
+
+
+def test_decay_branches_in_the_store_make_the_anytime_curve(tmp_path):
+    """Runs tagged xdlm.branch.parent_run_id / xdlm.branch.horizon are read back as the parent's
+    L(D) curve: the fit uses the branches' end points (planted E' = E + A/N^alpha), not the parent's
+    own evaluations, which are logged 30 % above the law; they also enter the surface."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    store = make_study(uri, ks=(0.0,), budgets=(1e15, 1e16), noise=0.002)
+    client, exp = store["client"], store["experiment_id"]
+    n, d_total = 2e6, 4e8
+    law = LAWS[0.0]
+    parent = log_run(client, exp, "k0-parent", k=0.0, n=n, d_final=d_total, law={**law, **{key: law[key] * 1.3 for key in ("E", "A", "B")}},
+                     budget=None, size="s2")
+    rng = np.random.default_rng(1)
+    for h in (0.125, 0.25, 0.375, 0.5, 0.75, 1.0):
+        log_run(client, exp, f"k0-parent-h{h:g}", k=0.0, n=n, d_final=h * d_total, law=law, budget=None,
+                size="s2", noise=0.002, rng=rng, parent=parent, horizon=h)
+    analysis = run_analysis("scaling_test", uri, bootstrap=30, log=False, out_dir=str(tmp_path / "out"))
+    (kf,) = analysis.fits
+    curve = kf.curve
+    assert curve["kind"] == "decay branches" and curve["run_id"] == parent and curve["points"] == 6
+    assert sorted(p.horizon for p in kf.points if p.is_branch) == [0.125, 0.25, 0.375, 0.5, 0.75, 1.0]
+    planted_floor = law["E"] + law["A"] / n ** law["alpha"]
+    assert curve["E"].contains(planted_floor), curve["E"]
+    assert curve["E"].value == pytest.approx(planted_floor, rel=0.1) and curve["beta"].contains(law["beta"])
+    assert "decay branches" in analysis.table()
+    saved = json.loads((tmp_path / "out" / "fit.json").read_text())
+    assert sum(p["branch_of"] == parent for p in saved["fits"][0]["points"]) == 6

@@ -36,7 +36,8 @@ def optimal_n(law: dict, c: float) -> float:
 def log_run(client: MlflowClient, experiment_id: str, name: str, *, k: float, n: float, d_final: float,
             law: dict | None, budget: float | None, size: str, noise: float = 0.0, rng=None, status="FINISHED",
             sweep: str | None = "scaling_test", evals: int = 8, params: dict | None = None,
-            loss_override: float | None = None, parent: str | None = None, entropy: float | None = None) -> str:
+            loss_override: float | None = None, parent: str | None = None, entropy: float | None = None,
+            horizon: float | None = None) -> str:
     tags = {"xdlm.k": str(k), "xdlm.scaling.size": size}
     if budget is not None:
         tags["xdlm.scaling.budget"] = str(budget)
@@ -44,6 +45,7 @@ def log_run(client: MlflowClient, experiment_id: str, name: str, *, k: float, n:
         tags["xdlm.sweep"] = sweep
     if parent:
         tags["xdlm.branch.parent_run_id"] = parent
+        tags["xdlm.branch.horizon"] = str(horizon)
     rng = rng if rng is not None else np.random.default_rng(0)
     run = client.create_run(experiment_id, run_name=name, tags=tags)
     per_step = SEQ * BATCH
@@ -150,3 +152,18 @@ def test_bad_inputs_are_refused_with_what_is_missing(uri):
             sweep="another", rng=np.random.default_rng(0))
     with pytest.raises(UserError, match="mixes the runs of several sweeps"):
         load_study(uri, "elsewhere")
+
+
+def test_several_sweeps_of_one_study_are_pooled(uri):
+    """``A,B``: a grid extended by a second sweep (a size added at one budget) is read as one study;
+    a misspelled second name is refused rather than silently fitted on the first sweep alone."""
+    made = make_study(uri, ks=(0.0,), budgets=BUDGETS[:2], sweep="grid")
+    client = made["client"]
+    log_run(client, made["experiment_id"], "extra", k=0.0, n=1e3, d_final=1e8, law=LAWS[0.0], budget=BUDGETS[2],
+            size="s9", sweep="grid_extra", entropy=ENTROPY)
+    alone = load_study(uri, "grid")
+    pooled = load_study(uri, "grid,grid_extra")
+    assert len(pooled.points) == len(alone.points) + 1
+    assert {p.size for p in pooled.points} - {p.size for p in alone.points} == {"s9"}
+    with pytest.raises(UserError, match="sweep 'grid_extr' .*no runs tagged"):
+        load_study(uri, "grid,grid_extr")

@@ -94,8 +94,8 @@ def _png(series, kfits: list[KFit], metric: str, out: Path) -> dict[str, str]:
         colour = COLOURS[i % len(COLOURS)]
         d = np.asarray(kf.curve["tokens"])
         grid = np.geomspace(d[0], d[1], 80)
-        run = next(p for p in kf.points if p.run_id == kf.curve["run_id"])
-        ax.scatter(run.curve_d, run.curve_loss, color=colour, s=10, label=f"k={kf.k:g}: {kf.curve['run']}")
+        ax.scatter(kf.curve["d"], kf.curve["loss"], color=colour, s=10,
+                   label=f"k={kf.k:g}: {kf.curve['run']} ({kf.curve['kind']})")
         ax.plot(grid, kf.curve["curve"](grid), color=colour)
         ax.axhline(kf.curve["E"].value, color=colour, linestyle=":", alpha=0.7)
     ax.set(xscale="log", xlabel="training tokens D", ylabel=metric, title="training curves L(D) = E + B/D^beta (dotted: E)")
@@ -141,10 +141,9 @@ def _html(series, kfits: list[KFit], metric: str, out: Path) -> dict[str, str]:
         if not kf.curve:
             continue
         colour = COLOURS[i % len(COLOURS)]
-        run = next(p for p in kf.points if p.run_id == kf.curve["run_id"])
         grid = np.geomspace(*kf.curve["tokens"], 80)
-        fig.add_trace(go.Scatter(x=run.curve_d, y=run.curve_loss, mode="markers", marker={"color": colour},
-                                 name=f"k={kf.k:g} {kf.curve['run']}"))
+        fig.add_trace(go.Scatter(x=kf.curve["d"], y=kf.curve["loss"], mode="markers", marker={"color": colour},
+                                 name=f"k={kf.k:g} {kf.curve['run']} ({kf.curve['kind']})"))
         fig.add_trace(go.Scatter(x=grid, y=kf.curve["curve"](grid), mode="lines", line={"color": colour},
                                  name=f"k={kf.k:g} E + B/D^beta (E = {kf.curve['E'].value:.4g})"))
     fig.update_layout(template="plotly_white", title="training curves L(D)", xaxis={"type": "log", "title": "tokens D"},

@@ -52,6 +52,9 @@ def fit_parabola(x, log_loss) -> Parabola:
     if x.size < 3 or np.unique(x).size < 3:
         raise ValueError("a parabola needs at least 3 distinct sizes")
     start = [float(y.min()), 0.1, float(x[np.argmin(y)])]
+    q, s, _ = np.polyfit(x, y, 2)  # the plain least-squares parabola: the robust fit's start when convex
+    if q > 1e-9:
+        start = [float(y.min()), float(q), float(-s / (2 * q))]
     result = optimize.least_squares(
         lambda p: laws.isoflop_parabola(x, *p) - y, start, loss="soft_l1", f_scale=PARABOLA_SCALE,
         bounds=([-np.inf, 0.0, -np.inf], [np.inf, np.inf, np.inf]))
@@ -132,8 +135,9 @@ class Surface:
         return laws.log_surface(self.theta, np.log(n), np.log(d))
 
 
-def _huber_fit(residual_fn, starts, bounds) -> np.ndarray:
-    """Optimise the Huber cost of ``residual_fn`` from the best ``OPTIMISED_STARTS`` of ``starts``."""
+def _huber_fit(residual_fn, jacobian, starts, bounds) -> np.ndarray:
+    """Optimise the Huber cost of ``residual_fn`` (analytic ``jacobian``) from the best
+    ``OPTIMISED_STARTS`` of ``starts``."""
     lo, hi = np.asarray(bounds[0]), np.asarray(bounds[1])
     starts = [np.clip(np.asarray(s, dtype=float), lo, hi) for s in starts]
 
@@ -144,7 +148,8 @@ def _huber_fit(residual_fn, starts, bounds) -> np.ndarray:
     ranked = sorted(starts, key=lambda s: huber(residual_fn(s)))[:OPTIMISED_STARTS]
     best = None
     for start in ranked:
-        result = optimize.least_squares(residual_fn, start, loss="huber", f_scale=HUBER_DELTA, bounds=bounds)
+        result = optimize.least_squares(residual_fn, start, jac=jacobian, loss="huber", f_scale=HUBER_DELTA,
+                                        bounds=bounds)
         if best is None or result.cost < best.cost:
             best = result
     return best.x
@@ -157,7 +162,8 @@ def fit_surface(n, d, loss, start: Surface | None = None) -> Surface:
     if log_l.size < 6:
         raise ValueError("the surface has 5 parameters and needs at least 6 points")
     starts = [start.theta] if start else list(itertools.product(*SURFACE_GRID.values()))
-    theta = _huber_fit(lambda t: laws.log_surface(t, log_n, log_d) - log_l, starts, SURFACE_BOUNDS)
+    theta = _huber_fit(lambda t: laws.log_surface(t, log_n, log_d) - log_l,
+                       lambda t: laws.log_surface_jacobian(t, log_n, log_d), starts, SURFACE_BOUNDS)
     return Surface(tuple(map(float, theta)))  # type: ignore[arg-type]
 
 
@@ -182,5 +188,6 @@ def fit_data_curve(d, loss, start: DataCurve | None = None) -> DataCurve:
     if log_l.size < 4:
         raise ValueError("the training curve L(D) needs at least 4 evaluations after warm-up")
     grid = [(e, b, beta) for e in (-1.0, 0.0, 1.0) for b in (0.0, 2.0, 5.0, 10.0, 20.0) for beta in (0.1, 0.3, 0.6, 1.0)]
-    theta = _huber_fit(lambda t: laws.log_data_curve(t, log_d) - log_l, [start.theta] if start else grid, CURVE_BOUNDS)
+    theta = _huber_fit(lambda t: laws.log_data_curve(t, log_d) - log_l, lambda t: laws.log_data_curve_jacobian(t, log_d),
+                       [start.theta] if start else grid, CURVE_BOUNDS)
     return DataCurve(tuple(map(float, theta)))  # type: ignore[arg-type]

@@ -66,14 +66,6 @@ def percentile_interval(value: float, replicates, confidence: float = CONFIDENCE
     return Interval(float(value), float(lo), float(hi), int(reps.size))
 
 
-def scaled_residuals(residuals, n_params: int) -> np.ndarray:
-    """Residuals inflated by sqrt(n / (n - p)): the fit made them smaller than the noise was."""
-    r = np.asarray(residuals, dtype=float)
-    n = r.size
-    scale = math.sqrt(n / (n - n_params)) if n > n_params else 1.0
-    return (r - r.mean()) * scale
-
-
 def noise_scale(residuals, n_params: int) -> float | None:
     """sqrt(sum r^2 / (n - p)): the noise of ln L a fit with ``n_params`` parameters leaves (None if n <= p)."""
     r = np.asarray(residuals, dtype=float)
@@ -90,9 +82,3 @@ def perturb_log_losses(losses, sigma: float, rng: np.random.Generator) -> np.nda
     """One replicate: L_i exp(sigma z_i), z_i standard normal."""
     losses = np.asarray(losses, dtype=float)
     return losses * np.exp(sigma * rng.standard_normal(losses.shape))
-
-
-def resample_log_losses(losses, residuals, rng: np.random.Generator) -> np.ndarray:
-    """One replicate: L_i exp(r_j), r_j drawn with replacement from ``residuals``."""
-    losses = np.asarray(losses, dtype=float)
-    return losses * np.exp(rng.choice(residuals, size=losses.shape, replace=True))

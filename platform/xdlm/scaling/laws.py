@@ -7,7 +7,6 @@ Notation: N non-embedding parameters, D training tokens, C training FLOPs, L val
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import logsumexp
 
 
 def isoflop_parabola(x, log_floor: float, curvature: float, x_opt: float):
@@ -38,16 +37,34 @@ def surface(n, d, floor: float, a: float, alpha: float, b: float, beta: float):
     return floor + a / np.asarray(n, dtype=float) ** alpha + b / np.asarray(d, dtype=float) ** beta
 
 
+def _log_sum_exp(terms):
+    """ln sum_i exp(terms_i) over axis 0 and the weights exp(terms_i) / sum (its gradient), shift-stable."""
+    top = terms.max(axis=0)
+    w = np.exp(terms - top)
+    total = w.sum(axis=0)
+    return top + np.log(total), w / total
+
+
+def _surface_terms(theta, log_n, log_d):
+    e, a, alpha, b, beta = theta
+    log_n, log_d = np.broadcast_arrays(np.asarray(log_n, dtype=float), np.asarray(log_d, dtype=float))
+    return np.stack([np.full(log_n.shape, e, dtype=float), a - alpha * log_n, b - beta * log_d]), log_n, log_d
+
+
 def log_surface(theta, log_n, log_d):
     """ln L(N, D) in the log-sum-exp form the fit works in, theta = (e, a, alpha, b, beta):
 
         ln L = LSE(e, a - alpha ln N, b - beta ln D),   E = exp(e), A = exp(a), B = exp(b).
     """
-    e, a, alpha, b, beta = theta
-    terms = np.stack(np.broadcast_arrays(np.full(np.shape(log_n), e, dtype=float),
-                                         a - alpha * np.asarray(log_n, dtype=float),
-                                         b - beta * np.asarray(log_d, dtype=float)))
-    return logsumexp(terms, axis=0)
+    return _log_sum_exp(_surface_terms(theta, log_n, log_d)[0])[0]
+
+
+def log_surface_jacobian(theta, log_n, log_d):
+    """d ln L / d theta, [points, 5]: with w = the softmax of the three terms,
+    (w_E, w_A, -w_A ln N, w_B, -w_B ln D)."""
+    terms, log_n, log_d = _surface_terms(theta, log_n, log_d)
+    w = _log_sum_exp(terms)[1]
+    return np.stack([w[0], w[1], -w[1] * log_n, w[2], -w[2] * log_d], axis=-1)
 
 
 def data_curve(d, floor: float, b: float, beta: float):
@@ -60,6 +77,14 @@ def log_data_curve(theta, log_d):
     e, b, beta = theta
     log_d = np.asarray(log_d, dtype=float)
     return np.logaddexp(e, b - beta * log_d)
+
+
+def log_data_curve_jacobian(theta, log_d):
+    """d ln L(D) / d theta, [points, 3]: (w_E, w_B, -w_B ln D) with w the softmax of the two terms."""
+    e, b, beta = theta
+    log_d = np.asarray(log_d, dtype=float)
+    w_b = 1.0 / (1.0 + np.exp(np.clip(e - (b - beta * log_d), -700, 700)))
+    return np.stack([1.0 - w_b, w_b, -w_b * log_d], axis=-1)
 
 
 def optimal_allocation_exponents(alpha: float, beta: float) -> tuple[float, float]:

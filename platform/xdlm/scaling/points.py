@@ -97,10 +97,18 @@ def _history(client, run_id: str, key: str) -> dict[int, float]:
 
 
 def find_runs(client, target: str) -> tuple[str, list, str]:
-    """(kind, runs, experiment id) of the sweep or experiment ``target``."""
+    """(kind, runs, experiment id) of the sweep or experiment ``target``; ``A,B`` names several
+    sweeps of one study (a grid extended by a second sweep: a size added where the minimum sat at
+    the edge), pooled as one."""
     experiments = client.search_experiments(view_type=ViewType.ACTIVE_ONLY)
     ids = [e.experiment_id for e in experiments]
-    runs = client.search_runs(ids, filter_string=f"tags.`xdlm.sweep` = '{target}'", max_results=50000) if ids else []
+    names = [name.strip() for name in target.split(",") if name.strip()]
+    runs = []
+    for name in names:
+        found = client.search_runs(ids, filter_string=f"tags.`xdlm.sweep` = '{name}'", max_results=50000) if ids else []
+        if not found and len(names) > 1:
+            raise UserError(f"sweep {name!r} (of {target!r}): no runs tagged xdlm.sweep={name!r} at {client.tracking_uri}")
+        runs += found
     runs = [r for r in runs if r.data.tags.get("xdlm.kind") not in NOT_TRIALS]
     if runs:
         homes = Counter(r.info.experiment_id for r in runs)

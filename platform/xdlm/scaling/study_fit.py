@@ -24,8 +24,6 @@ from xdlm.scaling.intervals import (
     percentile_interval,
     perturb_log_losses,
     replicate_noise,
-    resample_log_losses,
-    scaled_residuals,
 )
 from xdlm.scaling.laws import optimal_allocation_exponents
 from xdlm.scaling.points import Exclusion, Point
@@ -147,26 +145,37 @@ def estimate(losses: np.ndarray, kf: KFit, log_n: np.ndarray, target_flops: floa
         compute = np.array([b.compute for b in kf.budgets])
         floor = surface.floor if kf.anchored else 0.0
         out["l_opt/floor"] = floor
+        # a replicate whose floor lands just under a minimum gives an extreme L*(C); overflow to inf
+        # is its honest value there (non-finite replicates drop out of the intervals)
+        with np.errstate(over="ignore", invalid="ignore"):
+            laws_ = {law: _law(law, compute, mins[:, j], floor) for j, law in enumerate(LAWS)}
         for j, law in enumerate(LAWS):
-            fitted = _law(law, compute, mins[:, j], floor)
+            fitted = laws_[law]
             out[f"{law}/exponent"], out[f"{law}/coefficient"] = fitted.exponent, fitted.coefficient
             if target_flops:
-                out[f"target/{law}"] = float(fitted(target_flops))
+                with np.errstate(over="ignore", invalid="ignore"):
+                    out[f"target/{law}"] = float(fitted(target_flops))
             if holdout is not None:
                 keep = np.arange(len(compute)) != holdout
-                reduced = _law(law, compute[keep], mins[keep, j], floor)
-                out[f"holdout/{law}/predicted"] = float(reduced(compute[holdout]))
+                with np.errstate(over="ignore", invalid="ignore"):
+                    reduced = _law(law, compute[keep], mins[keep, j], floor)
+                    out[f"holdout/{law}/predicted"] = float(reduced(compute[holdout]))
                 out[f"holdout/{law}/measured"] = float(np.exp(mins[holdout, j]))
     return out, surface
 
 
 def curve_run(points: list[Point], prefer: set[str] | None = None) -> Point | None:
-    """The run whose training curve L(D) is fitted: the longest (most tokens) with >= 4 evaluations,
-    among sizes in ``prefer`` when given (so that values of k compare the same model)."""
-    candidates = [p for p in points if p.curve_loss.size >= 4 and not p.is_branch]
+    """The run whose training curve L(D) is fitted: a run with >= 3 decay branches (its "anytime"
+    curve is what branching was for), else the longest (most tokens) with >= 4 evaluations; among
+    sizes in ``prefer`` when given (so that values of k compare the same model)."""
+    branched = {p.parent_run_id for p in points if p.is_branch}
+    candidates = [p for p in points if not p.is_branch
+                  and (p.curve_loss.size >= 4 or sum(q.parent_run_id == p.run_id for q in points) >= 3)]
     if prefer:
         candidates = [p for p in candidates if p.size in prefer] or candidates
-    return max(candidates, key=lambda p: (p.d, p.n), default=None)
+    with_branches = [p for p in candidates if p.run_id in branched
+                     and sum(q.parent_run_id == p.run_id for q in points) >= 3]
+    return max(with_branches or candidates, key=lambda p: (p.d, p.n), default=None)
 
 
 def branch_curve(run: Point, all_points: list[Point]) -> tuple[np.ndarray, np.ndarray, str]:
@@ -182,17 +191,19 @@ def branch_curve(run: Point, all_points: list[Point]) -> tuple[np.ndarray, np.nd
 def fit_curve(run: Point, all_points: list[Point], n_boot: int, rng: np.random.Generator) -> tuple[dict, list]:
     d, loss, kind = branch_curve(run, all_points)
     curve = fits.fit_data_curve(d, loss)
-    residuals = scaled_residuals(np.log(loss) - np.log(curve(d)), 3)
+    # branches are separate runs (independent noise); one run's evaluations are not (docs/scaling.md)
+    sigma, dof = noise_scale(np.log(loss) - np.log(curve(d)), 3) or 0.0, d.size - 3
     reps, numbers = [], defaultdict(list)
     for _ in range(n_boot):
         try:
-            rep = fits.fit_data_curve(d, resample_log_losses(loss, residuals, rng), start=curve)
+            rep = fits.fit_data_curve(d, perturb_log_losses(loss, replicate_noise(sigma, dof, rng), rng), start=curve)
         except ValueError:
             continue
         reps.append(rep)
         for key, value in rep.numbers().items():
             numbers[key].append(value)
     result = {"run": run.name, "run_id": run.run_id, "size": run.size, "kind": kind, "points": int(d.size),
+              "sigma": sigma, "d": [float(x) for x in d], "loss": [float(x) for x in loss],
               "tokens": [float(d.min()), float(d.max())], "curve": curve,
               **{key: percentile_interval(value, numbers[key]) for key, value in curve.numbers().items()}}
     return result, reps

@@ -24,6 +24,8 @@ from xdlm.tracking.figures import Panel, log_curve_figures
 from xdlm.tracking.runs import TRAINING_LAYOUT_QUERY, make_client, ui_url
 
 NOTE_TAG = "mlflow.note.content"
+COMMAND_ENV = "XDLM_COMMAND"
+"""The command line the user typed, set by ``xdlm.cli.main`` (the run's Source in MLflow)."""
 FAILURE_TAG = "xdlm.failure"
 TRACEBACK_ARTIFACT = "failure/traceback.txt"
 FIGURES_STEM = "figures/curves"
@@ -35,10 +37,18 @@ def source_tags() -> dict[str, str]:
         user = getpass.getuser()
     except Exception:
         user = os.environ.get("USER", "unknown")
-    program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
-    if program in ("cli.py", "__main__.py", "-m", "-c") or program.startswith("python"):
-        program = "xdlm"
-    command = " ".join([program, *sys.argv[1:]])[:500]
+    # a sweep's trials open their runs inside Ray workers, whose argv is Ray's own command line:
+    # the CLI leaves the user's command in the environment, which local Ray workers inherit
+    command = os.environ.get(COMMAND_ENV)
+    if not command:
+        program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+        if program == "default_worker.py":
+            command = "xdlm (a Ray worker of a sweep or job)"
+        else:
+            if program in ("cli.py", "__main__.py", "-m", "-c") or program.startswith("python"):
+                program = "xdlm"
+            command = " ".join([program, *sys.argv[1:]])
+    command = command[:500]
     return {"mlflow.user": user, "mlflow.source.name": command, "mlflow.source.type": "JOB"}
 
 
