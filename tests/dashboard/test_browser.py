@@ -4,7 +4,8 @@ a recorded trajectory (``conftest.review_store``).
 
 Each page loads without console errors, shows those runs (asserted on the DOM), and is saved as
 a screenshot that must not be blank. The MLflow UI's run page is checked for the system metrics,
-the dataset and the samples table. Screenshots go to a temporary folder, or to
+the dataset and the samples table, and its chart view for validation loss against the ``tokens``
+and ``flops`` metrics (docs/tracking.md's clicks). Screenshots go to a temporary folder, or to
 ``$XDLM_SCREENSHOTS`` (``scripts/dashboard_screenshots.sh`` sets it to docs/img/dashboard).
 """
 
@@ -287,3 +288,140 @@ def test_mlflow_run_page_shows_system_metrics_dataset_and_samples(review_store, 
     assert words, table
     browser.wait_for("body", text=max(words, key=len))  # a word of the samples, as the preview shows it
     shoot(browser, shots, "mlflow_samples_table", full_page=False)
+
+
+CHART_CARD = "//*[@data-testid='experiment-view-compare-runs-card'][.//*[normalize-space(text())='{}']]"
+"""The chart view's card of one metric (its title is the metric's name)."""
+
+
+def chart_drawn(browser: Browser, metric: str, x_title: str, timeout: float = 30.0) -> list[dict]:
+    """The traces of ``metric``'s chart card once its x-axis title reads ``x_title``."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    script = ("var p = arguments[0].querySelector('.js-plotly-plot'); var t = p && p.querySelector('.xtitle');"
+              "return {xtitle: t ? t.textContent : null, traces: (p ? p.data : []).map(function (d) {"
+              "return {name: d.name, x: Array.from(d.x || []), y: Array.from(d.y || [])}; })};")
+    drawn = {}
+
+    def ready(driver) -> bool:
+        cards = driver.find_elements(By.XPATH, CHART_CARD.format(metric))
+        drawn.update(driver.execute_script(script, cards[0]) if cards else {})
+        return drawn.get("xtitle") == x_title and bool(drawn.get("traces"))
+
+    try:
+        WebDriverWait(browser.driver, timeout).until(ready)
+    except TimeoutException:
+        titles = [c.text.split("\n")[0] for c in browser.find("[data-testid='experiment-view-compare-runs-card']")]
+        raise AssertionError(f"{metric}: no chart against {x_title!r}: {drawn}; charts shown: {titles}") from None
+    return drawn["traces"]
+
+
+def x_axis_for_every_chart(browser: Browser, metric: str) -> None:
+    """Configure charts (the gear) > X-axis > Metric > ``metric``, docs/tracking.md's keyboard
+    way: hover *Metric*, then →, the name, Enter (mouse clicks on that list have once closed
+    the menu without applying the metric)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    driver = browser.driver
+    browser.wait_for("button[data-component-id='mlflow.charts.controls.global_chart_setup_dropdown']").click()
+    browser.wait_for("[role=menu]")
+    entry = driver.find_element(By.XPATH, "//*[@role='menu']//*[@role='menuitem'][normalize-space()='Metric']")
+    ActionChains(driver).move_to_element(entry).pause(0.5).send_keys(Keys.ARROW_RIGHT).pause(0.5).perform()
+    ActionChains(driver).send_keys(metric).pause(0.3).perform()  # the menu's type-ahead
+    assert driver.switch_to.active_element.text.strip() == metric, driver.switch_to.active_element.text
+    ActionChains(driver).send_keys(Keys.ENTER).perform()
+
+
+def x_axis_for_one_chart(browser: Browser, chart: str, metric: str) -> None:
+    """The chart's menu (its ⋮) > Configure > X-axis: Metric, then ``metric`` in the list below it
+    (that order: choosing Metric clears the list's choice; typing filters the list), > Save
+    changes."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = browser.driver
+    card = driver.find_element(By.XPATH, CHART_CARD.format(chart))
+    card.find_element(By.CSS_SELECTOR, "button[data-component-id$='cards_chartcard.common.tsx_158']").click()
+    browser.wait_for("[role=menu]")
+    driver.find_element(By.XPATH, "//*[@role='menu']//*[@role='menuitem'][normalize-space()='Configure']").click()
+    dialog = browser.wait_for("[role=dialog] input[name=runs-charts-field-group-x-axis][value=metric]")
+    dialog.find_element(By.XPATH, "..").click()
+    box = driver.find_element(By.CSS_SELECTOR, "[role=dialog] input[role=combobox]")  # the X-axis list comes first
+    box.find_element(By.XPATH, "./ancestor::div[2]").click()
+    box.send_keys(metric)  # the list is virtualised: filter it to bring the entry in
+    option = (By.CSS_SELECTOR, f"[class*=select-item-option][title='{metric}']")
+    WebDriverWait(driver, 10).until(ec.element_to_be_clickable(option), f"{metric} not offered").click()
+    driver.find_element(By.XPATH, "//*[@role='dialog']//button[normalize-space()='Save changes']").click()
+
+
+def chart_validation_against_tokens_and_flops(browser: Browser, mlflow_url: str, experiment_id: str,
+                                              parent_run_id: str, run_ids: list[str], client,
+                                              shots: Path, metric: str = "val/nelbo") -> None:
+    """In the MLflow UI's chart view of an experiment, ``metric`` of the sweep's runs against the
+    ``tokens`` metric (every chart), then against ``flops`` (that chart alone); each drawn point
+    checked against the run's histories in the store."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from xdlm.dashboard.links import experiment_url
+
+    browser.open(experiment_url(mlflow_url, experiment_id))
+    browser.wait_for(f"[role=row][row-id='{parent_run_id}']", timeout=60)
+    for close in browser.find("button[data-component-id='mlflow.assistant.chat_panel.close']"):
+        close.click()
+    browser.find("input[type=radio][value=CHART]")[0].find_element("xpath", "./ancestor::label[1]").click()  # Chart view
+    browser.wait_for(f"[role=row][row-id='{parent_run_id}'] button[data-component-id$='runnamecellrenderer.tsx_46']").click()
+    for run_id in run_ids:  # the sweep's runs, shown (and charted) once their parent is expanded
+        browser.wait_for(f"[role=row][row-id='{run_id}']")
+    browser.wait_for("input[placeholder='Search metric charts']").send_keys(metric)
+    # its section (``val`` for ``val/nelbo``) can sit below the sweep's own summary charts, and
+    # MLflow draws a chart only once it is scrolled into view
+    section = metric.rsplit("/", 1)[0]
+    scroll = ("var name = arguments[0], header = Array.from(document.querySelectorAll("
+              "\"[data-testid='experiment-view-compare-runs-section-header']\")).find(function (h) {"
+              "return h.textContent.replace(/\\(\\d+\\)$/, '').trim() === name; });"
+              "if (header) header.scrollIntoView({block: 'start'}); return !!header;")
+    WebDriverWait(browser.driver, 30).until(lambda driver: driver.execute_script(scroll, section),
+                                            f"no chart section {section!r}")
+
+    def expected(x_metric: str) -> dict[str, tuple[list[float], list[float]]]:
+        out = {}
+        for run_id in run_ids:
+            ys = {m.step: m.value for m in client.get_metric_history(run_id, metric)}
+            xs = {m.step: m.value for m in client.get_metric_history(run_id, x_metric)}
+            assert ys and set(ys) <= set(xs), f"{run_id}: {x_metric} is not logged at every {metric} step"
+            out[client.get_run(run_id).info.run_name] = ([xs[s] for s in sorted(ys)], [ys[s] for s in sorted(ys)])
+        return out
+
+    for x_metric, choose in (("tokens", lambda: x_axis_for_every_chart(browser, "tokens")),
+                             ("flops", lambda: x_axis_for_one_chart(browser, metric, "flops"))):
+        choose()
+        traces = chart_drawn(browser, metric, x_metric)
+        for name, (xs, ys) in expected(x_metric).items():
+            mine = [t for t in traces if t["name"] == name]
+            assert mine, f"{name} is not in the {metric} chart: {[t['name'] for t in traces]}"
+            for trace in mine:  # MLflow draws a run as a line and its markers
+                assert trace["x"] == pytest.approx(xs) and trace["y"] == pytest.approx(ys), (name, x_metric, trace)
+        shoot(browser, shots, f"mlflow_x_axis_{x_metric}", full_page=False)
+
+
+@skip_without_browser
+def test_mlflow_charts_validation_loss_against_tokens_and_flops(review_store, dashboard, browser, shots):
+    """docs/tracking.md's clicks, in the MLflow UI started by ``xdlm dashboard``: the sweep's
+    ``val/nelbo`` chart against the ``tokens`` metric, then against ``flops``."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(review_store.tracking_uri)
+    deadline = time.monotonic() + 120
+    while not _healthy(dashboard["mlflow"] + "/health"):
+        assert time.monotonic() < deadline, dashboard["log"].read_text()
+        time.sleep(0.5)
+    started = time.monotonic()
+    experiment_id = client.get_run(review_store.parent_run_id).info.experiment_id
+    chart_validation_against_tokens_and_flops(browser, dashboard["mlflow"], experiment_id, review_store.parent_run_id,
+                                              list(review_store.runs.values()), client, shots)
+    print(f"MLflow chart x-axis clicks: {time.monotonic() - started:.1f} s")
