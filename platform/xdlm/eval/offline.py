@@ -118,18 +118,10 @@ def evaluate_run(
     return metrics
 
 
-def sample_run(
-    run: str,
-    num_samples: int = 4,
-    steps: int = 32,
-    prefix: str | None = None,
-    top_p: float | None = None,
-    seed: int = 0,
-    device: str = "cpu",
-    storage_path: str = "runs",
-) -> list[str]:
-    """Decoded samples; ``prefix`` fixes the first tokens (never noised) and the rest is generated."""
-    return sample_run_recorded(run, num_samples, steps, prefix, top_p, seed, device, storage_path)[0]
+def sample_run(run: str, **options) -> list[str]:
+    """Decoded samples; ``prefix`` fixes the first tokens (never noised) and the rest is generated
+    (the options of ``sample_run_recorded``)."""
+    return sample_run_recorded(run, **options)[0]
 
 
 def sample_run_recorded(
