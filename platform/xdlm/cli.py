@@ -7,6 +7,9 @@ import os
 import sys
 import traceback
 
+from xdlm.cli_args import check_writable, parse_floats
+from xdlm.cli_scaling import add_scaling_parsers
+from xdlm.cli_submit import add_submit_parsers
 from xdlm.errors import RunFailed, UserError
 from xdlm.eval.metric_names import is_evaluation
 
@@ -59,7 +62,7 @@ def _eval(args: argparse.Namespace) -> int:
     from xdlm.eval.offline import evaluate_run
 
     if args.json:
-        _check_writable(args.json, "--json")  # before the evaluation, not after it
+        check_writable(args.json, "--json")  # before the evaluation, not after it
     metrics = evaluate_run(
         args.run, eval_sets=args.sets.split(",") if args.sets else None,
         sample_steps=[int(s) for s in args.steps.split(",")] if args.steps else None,
@@ -78,12 +81,6 @@ def _eval(args: argparse.Namespace) -> int:
         with open(args.json, "w") as f:
             json.dump(metrics, f, indent=2)
     return 0
-
-
-def _check_writable(path: str, flag: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path) or not os.path.isdir(directory) or not os.access(directory, os.W_OK):
-        raise UserError(f"{flag}: cannot write {path} (not a writable file path)")
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -112,7 +109,7 @@ def _store_trajectory(args: argparse.Namespace, payload: dict) -> None:
     tracked = None if args.trajectory_json else mlflow_run_of(args.run, args.storage_path)
     if tracked is None:
         path = args.trajectory_json or os.path.basename(name)
-        _check_writable(path, "--trajectory-json")
+        check_writable(path, "--trajectory-json")
         with open(path, "w") as f:
             json.dump(payload, f)
         print(f"trajectory of {len(payload['samples'])} sample(s): {path}")
@@ -198,7 +195,7 @@ def _oracle(args: argparse.Namespace) -> int:
         args.overrides, args.job = [args.job, *args.overrides], None
     job = load_job(args.job, [*ORACLE_DEFAULTS, *args.overrides] if not args.job else args.overrides)
     study = run_oracle_study(
-        job, ks=_floats(args.k, "--k"), steps=[int(s) for s in _floats(args.steps, "--steps")],
+        job, ks=parse_floats(args.k, "--k"), steps=[int(s) for s in parse_floats(args.steps, "--steps")],
         num_samples=args.num_samples, nelbo_repeats=args.repeats, out_dir=args.out,
         tracking_uri=None if args.no_log else default_tracking_uri(job))
     print(study.table(), end="")
@@ -215,13 +212,6 @@ ORACLE_DEFAULTS = ("name=oracle", "data.source=markov", "data.eval_sets=[]", "da
                    "data.markov.order=2", "data.markov.concentration=0.3", "data.markov.validation_sequences=256")
 
 
-def _floats(text: str, flag: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise UserError(f"{flag}: a comma-separated list of numbers, got {text!r}") from None
-
-
 def _tracking(args: argparse.Namespace) -> int:
     """``xdlm tracking flush RUN``: deliver a run's spilled MLflow records without training."""
     from xdlm.train.launch import flush_spill
@@ -229,71 +219,6 @@ def _tracking(args: argparse.Namespace) -> int:
     delivered, left = flush_spill(args.run, args.storage_path)
     print(f"delivered {delivered} spilled records" + (f"; {left} still undelivered" if left else ""))
     return 0 if not left else 1
-
-
-def _scaling_fit(args: argparse.Namespace) -> int:
-    """``xdlm scaling fit EXPERIMENT_OR_SWEEP``: scaling-law fits from MLflow (docs/scaling.md)."""
-    from xdlm.scaling.analysis import run_analysis
-
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{os.path.abspath('runs')}/mlflow.db"
-    if uri.startswith("sqlite:///") and not os.path.isfile(uri.removeprefix("sqlite:///")):
-        raise UserError(f"--tracking-uri: no MLflow store at {uri}")
-    analysis = run_analysis(args.target, uri, target_flops=args.target_flops, holdout_budget=args.holdout_budget,
-                            bootstrap=args.bootstrap, metric=args.metric, log=not args.no_log, out_dir=args.out,
-                            seed=args.seed)
-    print(analysis.table(), end="")
-    for name, path in analysis.files.items():
-        print(f"  {name}: {path}")
-    if analysis.run_id:
-        print(f"MLflow analysis run {analysis.run_id} at {uri}")
-    return 0
-
-
-def _scaling_plan(args: argparse.Namespace) -> int:
-    """``xdlm scaling plan``: write an IsoFLOP sweep file (docs/scaling-training.md)."""
-    import shlex
-
-    from xdlm.scaling.plan import check_plan, describe, make_plan, total_flops
-
-    if args.sizes < 1:
-        raise UserError(f"--sizes: must be >= 1 (models per budget), got {args.sizes}")
-    _check_writable(args.out, "--out")
-    name = args.name or os.path.splitext(os.path.basename(args.out))[0]
-    rules = {"aspect": args.aspect, "head_dim": args.head_dim, "tokens_per_param": args.tokens_per_param,
-             "memory_gib": args.memory_gib, "min_steps": args.min_steps, "depth_step": args.depth_step}
-    plan = make_plan(args.base, _floats(args.budgets, "--budgets"), args.sizes, _floats(args.k, "--k"), name=name,
-                     replicates=args.replicates, overrides=args.overrides, workers=args.workers,
-                     cpus_per_worker=args.cpus_per_worker, use_gpu=True if args.gpu else None,
-                     trainable_cpus=args.trainable_cpus, **rules)
-    flags = [f"--{key.replace('_', '-')} {shlex.quote(str(value))}" for key, value in vars(args).items()
-             if key in PLAN_FLAGS and value is not None and value is not False and key != "note"]
-    command = " ".join(["xdlm scaling plan", *flags, *(["--gpu"] if args.gpu else []),
-                        *(shlex.quote(o) for o in args.overrides)])
-    plan.header = describe(plan, command, args.note)
-    check_plan(plan, args.out)
-    with open(args.out, "w") as f:
-        f.write(plan.yaml_text())
-    print(plan.table())
-    print(f"\n{plan.trials} trials, {total_flops(plan):.3g} FLOPs in all; written to {args.out}")
-    print(f"run it: xdlm sweep {args.out}")
-    return 0
-
-
-PLAN_FLAGS = ("base", "budgets", "sizes", "k", "replicates", "out", "name", "memory_gib", "aspect", "head_dim",
-              "tokens_per_param", "depth_step", "min_steps", "workers", "cpus_per_worker", "trainable_cpus")
-
-
-def _scaling_branches(args: argparse.Namespace) -> int:
-    """``xdlm scaling branches RUN --at H,...``: decay branches of a run (docs/scaling-training.md)."""
-    from xdlm.scaling.branches import run_branches
-
-    decay = float(args.decay_fraction) if args.decay_fraction is not None else None
-    results = run_branches(args.run, _floats(args.at, "--at"), storage_path=args.storage_path, decay_fraction=decay,
-                           overrides=args.overrides, address=args.address)
-    for branch, outcome in results:
-        where = f"MLflow run {outcome.run_id}" if outcome and outcome.run_id else "already trained"
-        print(f"  {branch.name}: horizon {branch.horizon:g}, steps {branch.start_step} -> {branch.steps}; {where}")
-    return 0
 
 
 def _dashboard(args: argparse.Namespace) -> int:
@@ -304,143 +229,6 @@ def _dashboard(args: argparse.Namespace) -> int:
     run_dashboard(args.tracking_uri, host=args.host, port=args.port, mlflow_port=args.mlflow_port,
                   refresh_s=args.refresh)
     return 0
-
-
-def _submit(args: argparse.Namespace) -> int:
-    """``xdlm submit JOB_OR_SWEEP.yaml [k=v ...]``: run it on a cluster through Ray Jobs (docs/submit.md)."""
-    from xdlm.submit import client, package
-
-    client.resolve_address(args.address)  # a ray:// address is refused before anything else
-    sub = package.prepare(args.file, args.overrides, resume=args.resume, name=args.name, python=args.python,
-                          env=args.env)  # validated before the cluster is contacted
-    conn = client.connect(args.address, submitting=True, allow_unauthenticated=args.allow_unauthenticated)
-    job_id = package.submit(conn, sub)
-    auth = f"token from {conn.token_source}" if conn.authenticated else "UNAUTHENTICATED (--allow-unauthenticated)"
-    print(f"submitted {sub.kind} {sub.name!r} as job {job_id} to {conn.address} ({auth})")
-    print(f"  MLflow: experiment {sub.experiment!r} at {sub.tracking_uri}"
-          + (" (the sweep's parent run and its trials)" if sub.kind == "sweep" else f" (run {sub.name!r})"))
-    print(f"  storage: {sub.storage}")
-    print(f"  follow: xdlm jobs logs {job_id} --follow    stop: xdlm jobs stop {job_id}")
-    if args.no_wait:
-        return 0
-    if args.follow:
-        status = client.follow(conn, job_id)
-        print(f"job {job_id}: {status}")
-        return 0 if status == "SUCCEEDED" else 1
-    status = package.wait_started(conn, job_id)
-    print(f"job {job_id}: {status}" + (f" ({client.job_info(conn, job_id).message})" if status == "FAILED" else ""))
-    return 1 if status == "FAILED" else 0
-
-
-def _jobs(args: argparse.Namespace) -> int:
-    """``xdlm jobs list | status ID | logs ID [--follow] | stop ID``."""
-    from xdlm.submit import client
-
-    if args.action != "list" and not args.job_id:
-        raise UserError(f"jobs {args.action}: give a job id (see `xdlm jobs list`)")
-    conn = client.connect(args.address)
-    if args.action == "list":
-        rows = client.list_jobs(conn)
-        if not rows:
-            print(f"no submitted jobs on {conn.address}")
-        for row in rows:
-            print(f"{row['id']:48s} {row['status']:10s} {row['kind']:6s} {row['name']:24s} {row['start']}  {row['end']}")
-    elif args.action == "status":
-        info = client.job_info(conn, args.job_id)
-        row = client.describe(info)
-        print(f"{row['id']}: {row['status']} ({row['kind']} {row['name']}; started {row['start']}, ended {row['end']})")
-        if info.message:
-            print(f"  {info.message}")
-    elif args.action == "logs":
-        if args.follow:
-            status = client.follow(conn, args.job_id)
-            print(f"job {args.job_id}: {status}", file=sys.stderr)
-        else:
-            print(client.logs(conn, args.job_id), end="")
-    elif args.action == "stop":
-        stopped = client.stop(conn, args.job_id)
-        print(f"job {args.job_id}: " + ("stop requested" if stopped else "had already ended"))
-    return 0
-
-
-def add_submit_parsers(sub) -> None:
-    """``xdlm submit`` and ``xdlm jobs``: Ray Jobs on a remote cluster (docs/submit.md)."""
-    submit = sub.add_parser("submit", help="run a job or sweep on a Ray cluster through Ray Jobs; the laptop "
-                            "may close afterwards (docs/submit.md)")
-    submit.add_argument("file", metavar="JOB_OR_SWEEP.yaml", help="job file (jobs/*.yaml) or sweep file (sweeps/*.yaml)")
-    submit.add_argument("overrides", nargs="*", help="dotted.key=value overrides")
-    submit.add_argument("--address", help="the dashboard address, http://HEAD:8265 (default: RAY_ADDRESS)")
-    submit.add_argument("--resume", action="store_true", help="continue the run (or sweep) of this name from storage")
-    submit.add_argument("--name", help="run (or sweep) name; same as the override name=NAME")
-    submit.add_argument("--python", default="python",
-                        help="the cluster's Python that has xdlm's dependencies (default: python on its PATH)")
-    submit.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                        help="a non-secret environment variable for the job (repeatable)")
-    submit.add_argument("--allow-unauthenticated", action="store_true",
-                        help="submit even to a cluster without token authentication (anyone who reaches "
-                        "its port can run code on it)")
-    wait = submit.add_mutually_exclusive_group()
-    wait.add_argument("--no-wait", action="store_true", help="return right after submitting")
-    wait.add_argument("--follow", action="store_true", help="stream the logs until the job ends; exit 1 unless it succeeded")
-    submit.set_defaults(func=_submit)
-
-    jobs = sub.add_parser("jobs", help="list, inspect, follow or stop submitted jobs (docs/submit.md)")
-    jobs.add_argument("action", choices=["list", "status", "logs", "stop"])
-    jobs.add_argument("job_id", nargs="?", metavar="ID", help="the submission id `xdlm submit` printed")
-    jobs.add_argument("--address", help="the dashboard address, http://HEAD:8265 (default: RAY_ADDRESS)")
-    jobs.add_argument("--follow", action="store_true", help="logs: stream until the job ends")
-    jobs.set_defaults(func=_jobs)
-
-
-def add_scaling_parsers(scaling_sub) -> None:
-    """``xdlm scaling plan | branches | fit``: each action sets ``func``."""
-    # plan and branches
-    plan = scaling_sub.add_parser("plan", help="write an IsoFLOP sweep for compute budgets and k values")
-    plan.add_argument("overrides", nargs="*", help="dotted.key=value overrides of the base job")
-    plan.add_argument("--base", required=True, help="base job file, e.g. jobs/markov_small.yaml")
-    plan.add_argument("--budgets", required=True, help="training FLOPs per grid column, e.g. 1e12,3e12,1e13")
-    plan.add_argument("--sizes", type=int, default=3, help="model sizes per budget, around N*(C) (default 3)")
-    plan.add_argument("--k", default="0,0.5", help="mixing ratios, e.g. 0,0.5 (default)")
-    plan.add_argument("--replicates", type=int, default=1, help="seeds per configuration (search.replicates)")
-    plan.add_argument("--out", required=True, help="sweep file to write, e.g. sweeps/scaling_quick.yaml")
-    plan.add_argument("--name", help="sweep name (default: the --out file's name)")
-    plan.add_argument("--memory-gib", type=float, help="memory of one device; larger candidates are dropped (16)")
-    plan.add_argument("--aspect", type=float, help="hidden / n_layers of the size ladder (default: the base job's)")
-    plan.add_argument("--head-dim", type=int, help="head width of the size ladder (default: the base job's)")
-    plan.add_argument("--tokens-per-param", type=float, help="r in N*(C) = sqrt(C / 6r) (default 20)")
-    plan.add_argument("--depth-step", type=int, help="ladder depths between a budget's sizes (default 1)")
-    plan.add_argument("--min-steps", type=int, help="fewer steps than this drops a candidate (default 20)")
-    plan.add_argument("--workers", type=int, help="Ray Train workers per trial (default: the base job's)")
-    plan.add_argument("--cpus-per-worker", type=float, help="CPU share per worker")
-    plan.add_argument("--gpu", action="store_true", help="one GPU per worker")
-    plan.add_argument("--trainable-cpus", type=float, default=0.2, help="CPU share of each trial's driver")
-    plan.add_argument("--note", help="a line for the file's header, e.g. the measured duration")
-    plan.set_defaults(func=_scaling_plan)
-
-    branches = scaling_sub.add_parser("branches", help="decay branches of a wsd/constant run at several horizons")
-    branches.add_argument("run", help="the parent run: name under --storage-path, or its directory")
-    branches.add_argument("overrides", nargs="*", help="dotted.key=value overrides of the branches' job")
-    branches.add_argument("--at", required=True, help="horizons, fractions of the parent's train.steps: 0.25,0.5,1.0")
-    branches.add_argument("--storage-path", default="runs", help="where the parent run is (default: runs)")
-    branches.add_argument("--decay-fraction", type=float,
-                          help="fraction of each branch's steps spent decaying (default: the parent's optim.decay_fraction)")
-    branches.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
-    branches.set_defaults(func=_scaling_branches)
-
-    # fit (analysis)
-    fit = scaling_sub.add_parser("fit", help="fit IsoFLOP minima, power laws, L(N, D) and L(D) with bootstrap "
-                                 "intervals from a sweep's or experiment's MLflow runs; crossovers between k")
-    fit.add_argument("target", metavar="EXPERIMENT_OR_SWEEP", help="sweep name (tag xdlm.sweep), several sweeps of one study as A,B, or an MLflow experiment")
-    fit.add_argument("--tracking-uri", help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db)")
-    fit.add_argument("--target-flops", type=float, help="extrapolate N*, D*, L* to this training compute")
-    fit.add_argument("--holdout-budget", type=float,
-                     help="budget predicted from the others and compared with its measurement (default: the largest)")
-    fit.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates per k (0: no intervals)")
-    fit.add_argument("--metric", default="val/nelbo", help="loss metric (nats/token)")
-    fit.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
-    fit.add_argument("--no-log", action="store_true", help="do not record an MLflow analysis run")
-    fit.add_argument("--out", help="directory for fit.{json,md}, isoflop/curves .png/.html (default: runs/scaling/NAME)")
-    fit.set_defaults(func=_scaling_fit)
 
 
 def build_parser() -> argparse.ArgumentParser:
