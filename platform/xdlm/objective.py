@@ -21,6 +21,7 @@ from xdlm.data.datasets import Datasets
 from xdlm.diffusion import XDLM, schedules
 from xdlm.diffusion.schedules import Schedule
 from xdlm.models import DenoisingContext, ModelConfig, backbone_info, build_model
+from xdlm.models.hf import HF_BACKBONE, resolve_vocabulary
 
 #: objective(model, x0 [B, L], t [B], generator) -> scalar loss
 Objective = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Generator | None], torch.Tensor]
@@ -35,8 +36,11 @@ class Process(NamedTuple):
 
 def build_process(job: JobConfig, vocab_size: int, mask_id: int) -> Process:
     """The one place a job's ``diffusion`` section becomes a process: vocabulary and mask id come
-    from the tokenizer."""
+    from the tokenizer; for a Hugging Face backbone from its model config (which must hold the
+    tokenizer's ids) and ``model.hf.mask_id`` (``xdlm.models.hf.resolve_vocabulary``)."""
     d = job.diffusion
+    if job.model.backbone == HF_BACKBONE:
+        vocab_size, mask_id = resolve_vocabulary(job.model.hf, vocab_size, mask_id)
     return Process(XDLM(vocab_size, mask_id, d.k), schedules.get(d.schedule, **d.schedule_params))
 
 
@@ -75,16 +79,25 @@ def diffusion_loss(
     t: torch.Tensor,
     generator: torch.Generator | None = None,
     backend: str = "auto",
+    fused_head: bool = False,
 ) -> torch.Tensor:
     """Token-mean NELBO estimate: x0 [B, L] clean ids, t [B] times -> scalar.
 
     One time per sequence (alpha_t [B, 1]); the estimate of E_t E_{z_t} l_t is unbiased for
-    t ~ U[t_min, 1] (stratified across the global batch by the caller).
+    t ~ U[t_min, 1] (stratified across the global batch by the caller).  ``fused_head``: the
+    model gives its hidden states (``model(z_t, t, hidden_only=True)``, through the wrapper's
+    forward) and the loss is ``XDLM.linear_nelbo`` on them and its ``output_head``, so the
+    [B, L, V] logits are never held (``BackboneInfo.fused_head``).
     """
     t = t.to(torch.float64)
     alpha_t = schedule.alpha(t)[:, None].to(x0.device)
     dalpha_t = schedule.dalpha(t)[:, None].to(x0.device)
     z_t = process.sample_marginal(x0, alpha_t, generator=generator)
+    if fused_head:
+        hidden = model(z_t, t.to(device=x0.device, dtype=torch.float32), hidden_only=True)
+        head = getattr(model, "module", model).output_head  # DDP / DeepSpeed wrap the model
+        return process.linear_nelbo(hidden, head.weight, x0, z_t, alpha_t, dalpha_t, head.bias,
+                                    backend=backend, validate=False).mean()
     logits = model(z_t, t.to(device=x0.device, dtype=torch.float32))
     return process.nelbo(logits, x0, z_t, alpha_t, dalpha_t, validate=False, backend=backend).mean()
 
@@ -103,6 +116,7 @@ def make_objective(job: JobConfig, process: Process) -> Objective:
         return lambda model, x0, t, generator=None: autoregressive_loss(model, x0)
     if objective == "diffusion":
         backend = job.diffusion.loss_backend
+        fused = backbone_info(job.model.backbone).fused_head
         return lambda model, x0, t, generator=None: diffusion_loss(
-            model, process.xdlm, process.schedule, x0, t, generator, backend)
+            model, process.xdlm, process.schedule, x0, t, generator, backend, fused)
     raise ValueError(f"model.backbone {job.model.backbone!r} declares an unknown objective {objective!r}")

@@ -17,7 +17,7 @@ CHECK = textwrap.dedent(
     import importlib, sys
     importlib.import_module(sys.argv[1])  # the first xdlm import of this process
     registry = sys.modules["xdlm.models.registry"]
-    assert registry.BACKBONES.available() == ["causal_dit", "dit", "oracle"], registry.BACKBONES.available()
+    assert registry.BACKBONES.available() == ["causal_dit", "dit", "hf", "oracle"], registry.BACKBONES.available()
     assert registry.backbone_info("oracle").solves == ("markov",)
     assert registry.backbone_info("causal_dit").objective == "autoregressive"
     ModelConfig = sys.modules["xdlm.models.config"].ModelConfig

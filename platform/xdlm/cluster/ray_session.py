@@ -55,7 +55,10 @@ def ensure_ray(
     if address:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
         return
+    # "local", not None: with no address Ray would join the latest `ray start` cluster on this
+    # machine (/tmp/ray/ray_current_cluster), which may be someone else's or already gone.
     ray.init(
+        address="local",
         num_cpus=num_cpus,
         object_store_memory=object_store_memory_mb * 1024 * 1024,
         include_dashboard=include_dashboard,

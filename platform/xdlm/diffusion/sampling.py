@@ -14,11 +14,13 @@ from dataclasses import dataclass
 import torch
 
 from xdlm.diffusion.kernels.dispatch import BACKENDS
+from xdlm.diffusion.llada_sampling import LLaDASampler
 from xdlm.diffusion.process import XDLM
 from xdlm.diffusion.schedules import Schedule
 from xdlm.registry import Registry
 
 SAMPLERS: Registry[type] = Registry("sampler")
+SAMPLERS.register("llada")(LLaDASampler)  # block-wise confidence unmasking + XDLM edits
 
 #: denoiser(z_t [B, L] ids, t [B] times) -> logits [B, L, N]
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

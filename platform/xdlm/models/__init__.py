@@ -5,7 +5,8 @@ maps ``[B, L]`` token ids to ``[B, L, V]`` logits, ``model.hidden_states(z_t, t)
 ``[B, L, D]`` input of ``model.output_head``. ``backbone="causal_dit"`` gives a ``CausalDiT``
 (next-token logits and ``log_likelihood``). ``backbone_info(name)`` says what a backbone is
 trained for (``objective``) and whether the diffusion sampler can draw from it (``generates``).
-``backbone="oracle"`` is the exact denoiser of a Markov source (no parameters, built from the
+``backbone="hf"`` wraps a Hugging Face ``transformers`` model (``hf.py``, configured by
+``ModelConfig.hf``).  ``backbone="oracle"`` is the exact denoiser of a Markov source (no parameters, built from the
 source's law: ``build_model(cfg, vocab_size, context=DenoisingContext(...))``).
 
 Modules, bottom up: ``registry`` (BACKBONES, BackboneInfo), ``config`` (ModelConfig, checked
@@ -25,6 +26,8 @@ from xdlm.models.build import build_model
 from xdlm.models.causal import CausalDiT
 from xdlm.models.config import SIZES, ModelConfig, SizeSpec
 from xdlm.models.dit import DiT, DiTBase
+from xdlm.models.hf import HFDenoiser
+from xdlm.models.hf_config import HFConfig
 from xdlm.models.oracle import MarkovOracle
 from xdlm.models.registry import BACKBONES, BackboneInfo, DenoisingContext, backbone_info
 
@@ -36,6 +39,8 @@ __all__ = [
     "DenoisingContext",
     "DiT",
     "DiTBase",
+    "HFConfig",
+    "HFDenoiser",
     "MarkovOracle",
     "ModelConfig",
     "SizeSpec",

@@ -9,9 +9,10 @@ place that checks values, and every error names the field and what is allowed.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from xdlm.models.hf_config import HFConfig
 from xdlm.models.registry import BACKBONES, DIFFUSION, backbone_info
 
 
@@ -49,6 +50,8 @@ class ModelConfig:
             the conditioning vector is computed from a constant ``t = 0`` (so ``t`` is ignored).
         max_seq_len: longest sequence the rotary table covers; longer inputs raise ``ValueError``.
         cond_dim: width of the conditioning vector that drives the adaLN modulations.
+        hf: the Hugging Face model of ``backbone: hf`` (``HFConfig``; ignored by other backbones,
+            and the size fields do not apply to it).
     """
 
     backbone: str = "dit"
@@ -60,6 +63,7 @@ class ModelConfig:
     time_conditioning: bool = False
     max_seq_len: int = 1024
     cond_dim: int = 128
+    hf: HFConfig = field(default_factory=HFConfig)
 
     def validate(self) -> ModelConfig:
         """Check every field; raise ``ValueError`` naming the field and the allowed values.
@@ -121,6 +125,11 @@ class ModelConfig:
             raise ValueError(f"max_seq_len: must be a positive int, got {self.max_seq_len!r}")
         if not _is_int(self.cond_dim) or self.cond_dim <= 0:
             raise ValueError(f"cond_dim: must be a positive int, got {self.cond_dim!r}")
+        if self.backbone == "hf":
+            if self.time_conditioning:
+                raise ValueError("time_conditioning: must be False for backbone 'hf' (a Hugging Face "
+                                 "model takes no diffusion time; LLaDA is time-free)")
+            self.hf.validate()
         return self
 
     def dims(self) -> SizeSpec:

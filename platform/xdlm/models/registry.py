@@ -36,11 +36,15 @@ class BackboneInfo:
         solves: data sources the backbone is exact for, by name; non-empty means it is built
             from that source's law (``build_model(..., context=DenoisingContext)``) and a job
             pairing it with another source is refused.  Empty: any source.
+        fused_head: the diffusion loss runs through ``XDLM.linear_nelbo`` on the backbone's
+            hidden states (``model(z_t, t, hidden_only=True)``) and its ``output_head``, so the
+            [B, L, V] logits are never held (large vocabularies).
     """
 
     objective: str
     trainable: bool = True
     solves: tuple[str, ...] = ()
+    fused_head: bool = False
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:

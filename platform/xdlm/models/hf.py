@@ -1,0 +1,225 @@
+"""``backbone: hf``: a Hugging Face ``transformers`` model as the XDLM denoiser.
+
+Two kinds of model fit: masked-diffusion LMs shipped as remote code (LLaDA; loaded only with
+``model.hf.trust_remote_code: true``), and any decoder-only model of ``transformers`` run with
+bidirectional attention.  The denoiser is time-free: ``model(z_t, t)`` ignores ``t``.
+
+The backbone exposes what the fused LM-head loss needs (``BackboneInfo.fused_head``):
+``model(z_t, t, hidden_only=True)`` gives the final hidden states h [B, L, D] (after the final
+norm) and ``model.output_head`` the head (weight W [V, D], bias b [V] or None), with
+``logits = h W^T + b``; training then calls ``XDLM.linear_nelbo(h, W, ..., b)`` and the
+[B, L, V] logits (V = 126,464 for LLaDA) never exist.  The hidden states come from the base model
+(``last_hidden_state``) for ``transformers``' own classes, and for remote code from the head's
+input, caught by a pre-hook that stops the forward before the head runs.
+
+Bidirectional attention for a decoder-only model: ``config.is_causal = False`` makes the masking
+utilities build a bidirectional mask (or none), and every attention module's ``is_causal`` flag
+is cleared so SDPA / flash kernels are not asked for a causal mask when no mask is passed.
+
+``transformers`` is imported on first use only, so importing ``xdlm.models`` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from xdlm.errors import UserError
+from xdlm.models.config import ModelConfig
+from xdlm.models.hf_config import HFConfig
+from xdlm.models.registry import BACKBONES, DIFFUSION
+
+HF_BACKBONE = "hf"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+class _HeadReached(Exception):
+    """Raised by the head's pre-hook to stop a remote-code forward once its input is known."""
+
+
+def model_config(hf: HFConfig, vocab_size: int | None = None) -> Any:
+    """The ``transformers`` config of ``hf`` (no weights are read).
+
+    ``hf.config`` without a ``vocab_size`` takes ``vocab_size`` (the data tokenizer's).
+    """
+    from transformers import AutoConfig
+
+    if hf.pretrained is not None:
+        try:
+            return AutoConfig.from_pretrained(hf.pretrained, trust_remote_code=hf.trust_remote_code)
+        except ValueError as err:
+            raise _load_error(hf, err) from None
+        except OSError as err:
+            raise UserError(f"model.hf.pretrained: cannot read the config of {hf.pretrained!r} "
+                            f"(not a local model directory, and the hub is unreachable or has no such "
+                            f"model): {str(err).splitlines()[0]}") from None
+    fields = dict(hf.config or {})
+    model_type = fields.pop("model_type", None)
+    if vocab_size is not None:
+        fields.setdefault("vocab_size", int(vocab_size))
+    try:
+        return AutoConfig.for_model(model_type, **fields)
+    except ValueError as err:
+        raise UserError(f"model.hf.config.model_type: {model_type!r} is not a transformers model "
+                        f"type ({str(err).splitlines()[0]})") from None
+
+
+def resolve_vocabulary(hf: HFConfig, tokenizer_vocab: int, tokenizer_mask: int | None) -> tuple[int, int]:
+    """``(vocab_size, mask_id)`` of the process for a Hugging Face backbone.
+
+    vocab_size: the model's output size (its config's ``vocab_size``), which must hold every id of
+    the data tokenizer.  mask_id: ``hf.mask_id``, else the model config's ``mask_token_id``, else
+    the tokenizer's mask token; ``UserError`` naming ``model.hf.mask_id`` when there is none or it
+    lies outside [0, vocab_size).
+    """
+    config = model_config(hf, tokenizer_vocab)
+    vocab = int(config.vocab_size)
+    if tokenizer_vocab > vocab:
+        raise UserError(f"model.hf: the model's vocabulary has {vocab} ids, fewer than the data "
+                        f"tokenizer's {tokenizer_vocab}; use the model's own tokenizer (data.tokenizer) "
+                        f"or a config with vocab_size >= {tokenizer_vocab}")
+    mask_id = hf.mask_id
+    if mask_id is None:
+        mask_id = getattr(config, "mask_token_id", None)
+    if mask_id is None:
+        mask_id = tokenizer_mask
+    if mask_id is None:
+        raise UserError(f"model.hf.mask_id: required: neither the tokenizer nor the model config names "
+                        f"a mask token; give an id in [0, {vocab - 1}]")
+    if not 0 <= int(mask_id) < vocab:
+        raise UserError(f"model.hf.mask_id: {mask_id} is outside the model's vocabulary; allowed: "
+                        f"[0, {vocab - 1}]")
+    return vocab, int(mask_id)
+
+
+def load_model(hf: HFConfig, vocab_size: int | None = None) -> nn.Module:
+    """The ``transformers`` model of ``hf``: pretrained weights, or a random init of ``hf.config``.
+
+    A causal-LM class is tried first, then the plain ``AutoModel`` (LLaDA registers only that).
+    """
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"dtype": DTYPES[hf.dtype]}
+    if hf.attn_implementation is not None:
+        kwargs["attn_implementation"] = hf.attn_implementation
+    config = model_config(hf, vocab_size)
+    if hf.pretrained is None:
+        return AutoModelForCausalLM.from_config(config, **kwargs)
+    last: Exception | None = None
+    for auto in (AutoModelForCausalLM, AutoModel):
+        try:
+            return auto.from_pretrained(hf.pretrained, config=config,
+                                        trust_remote_code=hf.trust_remote_code, **kwargs)
+        except ValueError as err:  # this auto class does not know the config: try the next
+            last = err
+        except OSError as err:  # no weights there, or the hub is unreachable
+            raise UserError(f"model.hf.pretrained: cannot load the weights of {hf.pretrained!r}: "
+                            f"{str(err).splitlines()[0]}") from None
+    raise _load_error(hf, last)
+
+
+def make_bidirectional(net: nn.Module) -> int:
+    """Full attention for a decoder-only ``transformers`` model; returns how many attention
+    modules had a causal flag to clear."""
+    net.config.is_causal = False
+    cleared = 0
+    for module in net.modules():
+        if isinstance(getattr(module, "is_causal", None), bool):
+            module.is_causal = False
+            cleared += 1
+    return cleared
+
+
+def enable_checkpointing(net: nn.Module) -> None:
+    """Recompute each layer in backward (non-reentrant ``torch.utils.checkpoint``; active in
+    training mode only, as in ``transformers``)."""
+    if not getattr(net, "supports_gradient_checkpointing", False):
+        raise UserError(f"model.hf.gradient_checkpointing: {type(net).__name__} does not support "
+                        f"gradient checkpointing; set it to false")
+    kwargs = {"use_reentrant": False}
+    if hasattr(net, "activation_checkpointing_enable"):  # transformers >= 5.x; the old name warns
+        net.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        net.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+@BACKBONES.register(HF_BACKBONE, objective=DIFFUSION, fused_head=True)
+class HFDenoiser(nn.Module):
+    """A ``transformers`` model as the denoiser: ids [B, L] -> logits [B, L, V], time-free.
+
+    Attributes:
+        net: the ``transformers`` model (``save_pretrained`` works on it).
+        output_head: the LM head module (``weight`` [V, D], ``bias`` [V] or None).
+        vocab_size: V, the output size; config: the resolved ``ModelConfig``.
+    """
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int) -> None:
+        super().__init__()
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size <= 0:
+            raise ValueError(f"vocab_size: must be a positive int, got {vocab_size!r}")
+        self.config = cfg
+        hf = cfg.hf
+        self.net = load_model(hf, vocab_size)
+        head = self.net.get_output_embeddings()
+        if head is None or getattr(head, "weight", None) is None:
+            raise UserError(f"model.hf: {type(self.net).__name__} has no output head "
+                            f"(get_output_embeddings); use a causal-LM model")
+        self.vocab_size = int(head.weight.shape[0])
+        if self.vocab_size < vocab_size:
+            raise UserError(f"model.hf: the model's vocabulary has {self.vocab_size} ids, fewer than the "
+                            f"data tokenizer's {vocab_size}")
+        # transformers' own classes give the final hidden states from their base model; remote
+        # code (LLaDA) returns logits there, so its head's input is caught instead.
+        own_class = type(self.net).__module__.startswith("transformers.")
+        self._base = self.net.base_model if own_class and self.net.base_model is not self.net else None
+        if hf.bidirectional:
+            make_bidirectional(self.net)
+        if hf.gradient_checkpointing:
+            enable_checkpointing(self.net)
+
+    @property
+    def output_head(self) -> nn.Module:
+        return self.net.get_output_embeddings()
+
+    def hidden_states(self, z_t: torch.Tensor, t: torch.Tensor | None = None,
+                      attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``z_t`` [B, L] ids -> the head's input [B, L, D]; ``t`` is ignored."""
+        if z_t.dim() != 2:
+            raise ValueError(f"tokens: expected shape [B, L], got {tuple(z_t.shape)}")
+        if self._base is not None:
+            return self._base(input_ids=z_t, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        caught: list[torch.Tensor] = []
+
+        def stop(_module: nn.Module, args: tuple) -> None:
+            caught.append(args[0])
+            raise _HeadReached
+
+        handle = self.output_head.register_forward_pre_hook(stop)
+        try:
+            self.net(input_ids=z_t, attention_mask=attention_mask, use_cache=False)
+        except _HeadReached:
+            pass
+        finally:
+            handle.remove()
+        if not caught:
+            raise RuntimeError(f"{type(self.net).__name__} never called its output head module; "
+                               "its hidden states cannot be taken for the fused loss")
+        return caught[0]
+
+    def forward(self, z_t: torch.Tensor, t: torch.Tensor | None = None, *,
+                attention_mask: torch.Tensor | None = None, hidden_only: bool = False) -> torch.Tensor:
+        """``z_t`` [B, L] ids -> logits [B, L, V] (or the hidden states [B, L, D] with
+        ``hidden_only``, for the fused loss: called through ``forward`` so DDP / DeepSpeed
+        wrappers see the call).  ``attention_mask`` [B, L] (1 = token, 0 = padding) is passed on."""
+        hidden = self.hidden_states(z_t, t, attention_mask)
+        return hidden if hidden_only else self.output_head(hidden)
+
+
+def _load_error(hf: HFConfig, err: Exception | None) -> UserError:
+    text = str(err) if err is not None else "unknown model class"
+    if "trust_remote_code" in text and not hf.trust_remote_code:
+        return UserError(f"model.hf.trust_remote_code: {hf.pretrained!r} runs its own Python code; set "
+                         f"model.hf.trust_remote_code: true only if you trust that repository")
+    return UserError(f"model.hf.pretrained: cannot load {hf.pretrained!r}: {text.splitlines()[0]}")
