@@ -16,6 +16,17 @@ if ! { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; }; then
     echo "setup: /usr/bin/chromium or /usr/bin/chromedriver missing; as root: apt-get install -y chromium chromium-driver" >&2
   fi
 fi
+# PostgreSQL from Debian's packages: the production-like MLflow backend store of tests/cluster
+# (started by the tests themselves as the postgres user in a temp dir; the service stays off).
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    { apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; } ||
+      echo "setup: apt-get could not install postgresql (tests/cluster need it)" >&2
+  else
+    echo "setup: PostgreSQL missing (no /usr/lib/postgresql/*/bin/initdb); as root: apt-get install -y postgresql" >&2
+  fi
+fi
 py="${PYTHON:-python3.11}"
 command -v "$py" >/dev/null 2>&1 || py=python3
 stamp=.venv/.xdlm-installed

@@ -17,6 +17,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 S3_BUCKET = "xdlm-test"
+# PostgreSQL and the production MLflow server (PostgreSQL store, S3 artifacts): tests/services
+pytest_plugins = ("tests.services.fixtures",)
 
 
 def free_port() -> int:

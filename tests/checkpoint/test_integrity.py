@@ -81,6 +81,17 @@ def test_prune_keeps_k_complete_and_never_the_newest(tmp_path):
     assert sorted(p.name for p in run.iterdir()) == NAMES[2:]
 
 
+def test_prune_deletes_an_old_incomplete_write_but_not_a_manifest_it_could_not_read(tmp_path):
+    run = make_run(tmp_path / "run", steps=(2, 4, 6))
+    (run / NAMES[0] / MANIFEST).unlink()  # an interrupted write: safe to remove
+    (run / NAMES[1] / MANIFEST).write_text("{ not json")  # unreadable: may be a passing storage error
+    complete, broken = scan(str(run))
+    assert [c.step for c in complete] == [6] and broken[NAMES[1]].startswith("unreadable manifest")
+    gone = prune(str(run), keep=1)
+    assert [p.rsplit("/", 1)[1] for p in gone] == [NAMES[0]]
+    assert sorted(p.name for p in run.iterdir()) == NAMES[1:3]
+
+
 def test_s3_scan_and_restore(s3_endpoint, tmp_path):
     run = make_run(tmp_path / "run")
     s3 = boto3.client("s3")

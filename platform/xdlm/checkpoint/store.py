@@ -19,6 +19,9 @@ from xdlm.checkpoint.manifest import MANIFEST, manifest_name
 
 log = logging.getLogger(__name__)
 PREFIX = "checkpoint_"
+# A manifest that exists but could not be read may be a passing storage error, not a broken
+# checkpoint: such a directory is reported but never pruned.
+UNREADABLE = "unreadable manifest"
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ def _problem(fs: pafs.FileSystem, directory: str) -> tuple[str | None, int]:
     except FileNotFoundError:
         return "no manifest (an incomplete write)", -1
     except (OSError, ValueError, KeyError) as err:
-        return f"unreadable manifest ({err})", -1
+        return f"{UNREADABLE} ({err})", -1
     wanted = {rel: spec["size"] for m in manifests for rel, spec in m["files"].items()}
     infos = fs.get_file_info([f"{directory}/{rel}" for rel in wanted])
     for (rel, size), info in zip(wanted.items(), infos, strict=True):
@@ -119,13 +122,18 @@ def prune(run_dir: str, keep: int, pinned: set[int] | None = None) -> list[str]:
         except (OSError, ValueError) as err:
             log.warning("not pruning checkpoints of %s: cannot tell which are kept for branches: %s", run_dir, err)
             return []
-    complete, broken = scan(run_dir)
+    try:
+        complete, broken = scan(run_dir)
+    except OSError as err:  # a listing that failed says nothing about what is safe to delete
+        log.warning("not pruning checkpoints of %s: cannot list them: %s", run_dir, err)
+        return []
     if not complete:
         return []
     gone = [c.uri for c in complete[max(1, keep):] if c.step not in pinned]
     # Ray names directories checkpoint_<timestamp>: an incomplete one whose name sorts before the
     # newest complete one is a leftover, not a write in progress
-    gone += [_uri(run_dir, name) for name in broken if name < complete[0].name]
+    gone += [_uri(run_dir, name) for name, problem in broken.items()
+             if name < complete[0].name and not problem.startswith(UNREADABLE)]
     for uri in gone:
         try:
             delete(uri)

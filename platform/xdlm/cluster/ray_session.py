@@ -19,11 +19,13 @@ RAY_ENV_DEFAULTS = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "TOKENIZERS_PARALLELISM": "false",
 }
-# What workers must see as well (the offline switches travel to remote nodes too).
+# What workers must see as well (the offline switches travel to remote nodes too). Never a
+# credential: Ray records a job's runtime_env where anyone with dashboard access reads it, so
+# keys reach workers from the nodes' own environment (an instance role, or the environment of
+# `ray start`; a local Ray started here inherits this process's).
 FORWARDED_ENV = (
     "HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "XDLM_CACHE", "MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL",
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "MLFLOW_S3_ENDPOINT_URL",
-    "TRITON_INTERPRET",
+    "AWS_DEFAULT_REGION", "MLFLOW_S3_ENDPOINT_URL", "TRITON_INTERPRET",
 )
 
 

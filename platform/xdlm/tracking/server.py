@@ -32,7 +32,9 @@ def find_free_port(host: str = "127.0.0.1") -> int:
 
 
 class LocalMlflowServer:
-    """``mlflow server`` on loopback with a SQLite store and proxied local artifacts.
+    """``mlflow server`` on loopback with a SQLite store and proxied local artifacts (or the
+    given ``backend_store_uri`` and ``artifacts_destination``; ``env`` is added to the server's
+    environment).
 
     ``port=None`` picks a free port once; the port then stays fixed for the object's lifetime so
     that ``stop()`` + ``start()`` brings the same server back at the same URL (clients that were
@@ -45,8 +47,14 @@ class LocalMlflowServer:
         host: str = "127.0.0.1",
         port: int | None = None,
         startup_timeout_s: float = 120.0,
+        backend_store_uri: str | None = None,
+        artifacts_destination: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.root_dir = Path(root_dir).resolve()
+        self._backend_store_uri = backend_store_uri
+        self._artifacts_destination = artifacts_destination
+        self.env = dict(env or {})
         self.host = host
         self.port = port if port is not None else find_free_port(host)
         self.startup_timeout_s = startup_timeout_s
@@ -59,7 +67,14 @@ class LocalMlflowServer:
 
     @property
     def backend_store_uri(self) -> str:
-        return f"sqlite:///{self.root_dir / 'mlflow.db'}"
+        """The given store (e.g. ``postgresql://...``), else SQLite under ``root_dir``."""
+        return self._backend_store_uri or f"sqlite:///{self.root_dir / 'mlflow.db'}"
+
+    @property
+    def artifacts_destination(self) -> str:
+        """Where the server proxies artifacts to: the given URI (``s3://bucket/prefix``), else
+        ``artifacts_dir``."""
+        return self._artifacts_destination or str(self.artifacts_dir)
 
     @property
     def artifacts_dir(self) -> Path:
@@ -80,7 +95,7 @@ class LocalMlflowServer:
         return [
             sys.executable, "-m", "mlflow", "server",
             "--backend-store-uri", self.backend_store_uri,
-            "--artifacts-destination", str(self.artifacts_dir),
+            "--artifacts-destination", self.artifacts_destination,
             "--host", self.host,
             "--port", str(self.port),
             "--workers", "1",
@@ -94,6 +109,7 @@ class LocalMlflowServer:
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+        env.update(self.env)
         # A tracking URI inherited from the caller would make no difference to the server, but a
         # stray one pointing at this very server confuses debugging: drop it.
         env.pop("MLFLOW_TRACKING_URI", None)
