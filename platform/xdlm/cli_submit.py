@@ -61,7 +61,15 @@ def _jobs(args: argparse.Namespace) -> int:
             print(client.logs(conn, args.job_id), end="")
     elif args.action == "stop":
         stopped = client.stop(conn, args.job_id)
-        print(f"job {args.job_id}: " + ("stop requested" if stopped else "had already ended"))
+        print(f"job {args.job_id}: " + ("stop requested" if stopped else "had already ended"), flush=True)
+        if stopped and not args.no_wait:
+            left = client.wait_stopped(conn, args.job_id, timeout_s=args.timeout)
+            if left:
+                names = ", ".join(sorted(f"{a.get('class_name')} ({a.get('state')})" for a in left))
+                print(f"job {args.job_id}: still running after {args.timeout:g} s: {names}; their CPUs stay "
+                      "held until they end (`xdlm jobs status` shows the job)", file=sys.stderr)
+                return 1
+            print(f"job {args.job_id}: stopped; none of its actors is left")
     return 0
 
 
@@ -91,4 +99,8 @@ def add_submit_parsers(sub) -> None:
     jobs.add_argument("job_id", nargs="?", metavar="ID", help="the submission id `xdlm submit` printed")
     jobs.add_argument("--address", help="the dashboard address, http://HEAD:8265 (default: RAY_ADDRESS)")
     jobs.add_argument("--follow", action="store_true", help="logs: stream until the job ends")
+    jobs.add_argument("--no-wait", action="store_true", help="stop: return once the stop is requested, without "
+                      "waiting for the job's driver and Ray Train workers to end")
+    jobs.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                      help="stop: how long to wait for the job and its actors to end (default 60); exit 1 if not")
     jobs.set_defaults(func=_jobs)

@@ -79,6 +79,7 @@ class Connection:
     address: str
     authenticated: bool
     token_source: str | None
+    headers: dict[str, str] | None = None
 
 
 def connect(address: str | None, submitting: bool = False, allow_unauthenticated: bool = False) -> Connection:
@@ -111,7 +112,7 @@ def connect(address: str | None, submitting: bool = False, allow_unauthenticated
                         "cluster's token") from None
     except ConnectionError as err:
         raise UserError(f"--address: {err}") from None
-    return Connection(client, address, mode == "token", source)
+    return Connection(client, address, mode == "token", source, headers)
 
 
 def job_info(conn: Connection, job_id: str):
@@ -147,6 +148,39 @@ def stop(conn: Connection, job_id: str) -> bool:
     """Ask Ray to stop the job; False when it had already ended."""
     job_info(conn, job_id)
     return bool(conn.client.stop_job(job_id))
+
+
+def live_actors(conn: Connection, job_id: str) -> list[dict]:
+    """The job's actors that are not DEAD, from the state API over HTTP (detached ones left out:
+    Ray Train's placement-group cleaner and autoscaling coordinator outlive runs by design and
+    hold no CPUs)."""
+    import requests
+
+    ray_job_id = job_info(conn, job_id).job_id
+    if not ray_job_id:  # stopped before its driver connected: it never had actors
+        return []
+    params = [("limit", "10000"), ("detail", "true"), ("filter_keys", "job_id"), ("filter_predicates", "="),
+              ("filter_values", ray_job_id)]
+    r = requests.get(f"{conn.address}/api/v0/actors", params=params, headers=conn.headers or {},
+                     timeout=HTTP_TIMEOUT_S)
+    r.raise_for_status()
+    actors = r.json()["data"]["result"]["result"]
+    return [a for a in actors if a.get("state") != "DEAD" and not a.get("is_detached")]
+
+
+def wait_stopped(conn: Connection, job_id: str, timeout_s: float = 60.0) -> list[dict]:
+    """Wait until the job is terminal and none of its actors is left (the driver's SIGTERM
+    handler aborts Ray Train, and Ray ends what the dead driver owned); the actors still there
+    when ``timeout_s`` runs out (empty: all ended)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ended = str(job_info(conn, job_id).status.value) in TERMINAL
+        left = live_actors(conn, job_id) if ended else []
+        if (ended and not left) or time.monotonic() > deadline:
+            return left if ended else [{"class_name": "(the driver)", "state": "RUNNING"}]
+        time.sleep(1.0)
 
 
 def logs(conn: Connection, job_id: str) -> str:

@@ -31,6 +31,7 @@ EXCLUDES = [
     ".ruff_cache/", "*.pt", "*.safetensors", "*.ckpt",
 ]
 AGENT_WAIT_S = 60.0
+STOP_GRACE_S = 20
 #: Names that look like credentials: refused in --env, whatever their value.
 SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSW|CREDENTIAL|SESSION|AUTH", re.IGNORECASE)
 
@@ -93,7 +94,10 @@ def check_storage(storage_path: str, field_name: str) -> None:
 
 def forwarded_env(extra: list[str]) -> dict[str, str]:
     """The env_vars of the runtime_env: non-secret settings only (module docstring)."""
-    env = {"RAY_OVERRIDE_JOB_RUNTIME_ENV": "1"}  # the driver's ray.init adds env_vars of its own
+    env = {"RAY_OVERRIDE_JOB_RUNTIME_ENV": "1",  # the driver's ray.init adds env_vars of its own
+           # `xdlm jobs stop` sends SIGTERM; Ray's default 3 s before SIGKILL is too short for the
+           # driver to abort Ray Train and end its MLflow run KILLED (launch.sigterm_aborts_training)
+           "RAY_JOB_STOP_WAIT_TIME_S": str(STOP_GRACE_S)}
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         if urlparse(uri).password:

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -266,7 +267,8 @@ def _fit(job, record, run_dir, run_id, tracking_uri, extra_callbacks, fault, ini
             callbacks=extra_callbacks or None,
         ),
     )
-    result = trainer.fit()
+    with sigterm_aborts_training():
+        result = trainer.fit()
     failure = f"{run_dir}/{FAILURE_RECORD}"
     if storage.exists(failure):
         reason = json.loads(storage.read_text(failure))["reason"]
@@ -275,6 +277,40 @@ def _fit(job, record, run_dir, run_id, tracking_uri, extra_callbacks, fault, ini
         raise stopped
     complete, _ = scan(run_dir)
     return dict(result.metrics or {}), (complete[0].uri if complete else None)
+
+
+@contextmanager
+def sigterm_aborts_training():
+    """While ``trainer.fit()`` runs, a SIGTERM (how Ray Jobs stops a job: ``xdlm jobs stop``)
+    first aborts the Ray Train run the way Ctrl-C does: Ray Train's own SIGINT handler, installed
+    inside ``fit``, asks the controller to abort, which ends the workers and frees their CPUs.
+    Then the SIGTERM handler that was there runs (ending the MLflow run KILLED, then the process).
+    Without it the workers end only once Ray notices that the driver that owns them is gone."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # Tune runs trials in threads; signals reach only the main thread
+        return
+    before_int, before_term = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum, frame):
+        abort = signal.getsignal(signal.SIGINT)
+        if callable(abort) and abort is not before_int:  # Ray Train's, once fit has started its controller
+            print("xdlm: SIGTERM: aborting the Ray Train run", flush=True)
+            abort(signal.SIGINT, frame)
+        signal.signal(signal.SIGTERM, before_term)
+        if callable(before_term):
+            before_term(signum, frame)
+        elif before_term != signal.SIG_IGN:
+            signal.raise_signal(signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGTERM) is on_sigterm:
+            signal.signal(signal.SIGTERM, before_term)
 
 
 def driver_log_path(job: JobConfig) -> str:
