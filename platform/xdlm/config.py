@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -29,6 +30,8 @@ from xdlm.models.config import ModelConfig
 from xdlm.models.registry import backbone_info
 
 PRECISIONS = ("auto", "fp32", "bf16")
+ZERO_STAGES = (0, 1, 2, 3)
+OFFLOAD_DEVICES = ("none", "cpu")
 NONFINITE_POLICIES = ("skip", "stop")
 LR_SCHEDULES = ("constant", "cosine", "wsd")
 DECAY_SHAPES = ("linear", "cosine", "1-sqrt")
@@ -160,8 +163,10 @@ class TrainConfig:
     (``xdlm scaling branches``): the run writes a checkpoint at each branch's start step,
     ``optim.decay_start(round(h * train.steps))``, and never prunes it."""
     deepspeed: dict[str, Any] = field(default_factory=dict)
-    """DeepSpeed config passthrough, e.g. {zero_optimization: {stage: 2}, bf16: {enabled: true}}; ZeRO-1/2.
-    Batch sizes, accumulation and clipping are filled in from the job. Empty: DDP."""
+    """DeepSpeed config passthrough, e.g. {zero_optimization: {stage: 2}, bf16: {enabled: true}}:
+    ZeRO stage 0-3, offload_optimizer / offload_param {device: none | cpu}. Batch sizes,
+    accumulation and clipping are filled in from the job (set here, they must agree with it);
+    bf16 needs train.precision bf16. Empty: DDP. docs/deepspeed.md."""
     max_time_s: float | None = None
     """Stop (with a checkpoint) after this much wall time."""
     on_nonfinite: str = "skip"
@@ -169,6 +174,51 @@ class TrainConfig:
     way the run ends FAILED, naming the step, after max_nonfinite_steps such steps in a row."""
     max_nonfinite_steps: int = 3
     """Non-finite steps in a row that end the run (with on_nonfinite=skip)."""
+
+    def zero_stage(self) -> int | None:
+        """The ZeRO stage of ``train.deepspeed`` (0 when it names none), or None without DeepSpeed."""
+        if not self.deepspeed:
+            return None
+        return int((self.deepspeed.get("zero_optimization") or {}).get("stage", 0))
+
+    def offload(self, what: str) -> str:
+        """``train.deepspeed.zero_optimization.offload_<what>.device`` ('optimizer' or 'param'):
+        'none' or 'cpu'."""
+        zero = (self.deepspeed or {}).get("zero_optimization") or {}
+        return str((zero.get(f"offload_{what}") or {}).get("device", "none"))
+
+    def _validate_deepspeed(self) -> None:
+        ds = self.deepspeed
+        zero = ds.get("zero_optimization") or {}
+        require(isinstance(zero, dict | DictConfig), "train.deepspeed.zero_optimization",
+                f"must be a mapping such as {{stage: 2}}, got {zero!r}")
+        stage = zero.get("stage", 0)
+        require(stage in ZERO_STAGES and not isinstance(stage, bool), "train.deepspeed.zero_optimization.stage",
+                f"must be one of {', '.join(map(str, ZERO_STAGES))}, got {stage!r}")
+        for what in ("optimizer", "param"):
+            name = f"train.deepspeed.zero_optimization.offload_{what}"
+            spec = zero.get(f"offload_{what}")
+            if spec is None:
+                continue
+            require(isinstance(spec, dict | DictConfig), name, f"must be a mapping such as {{device: cpu}}, got {spec!r}")
+            device = spec.get("device", "none")
+            require(device in OFFLOAD_DEVICES, f"{name}.device",
+                    f"must be one of {', '.join(OFFLOAD_DEVICES)}, got {device!r}")
+        require(self.offload("optimizer") == "none" or stage >= 1,
+                "train.deepspeed.zero_optimization.offload_optimizer",
+                f"needs a ZeRO stage of 1, 2 or 3 to offload the optimizer, got stage {stage}")
+        require(self.offload("param") == "none" or stage == 3, "train.deepspeed.zero_optimization.offload_param",
+                f"offloads partitioned weights, so it needs stage 3, got stage {stage}")
+        for key in ("optimizer", "scheduler"):
+            require(key not in ds, f"train.deepspeed.{key}",
+                    "is owned by the job (optim.*: AdamW and its learning-rate schedule); remove it")
+        fp16 = ds.get("fp16") or {}
+        require(not fp16.get("enabled", False), "train.deepspeed.fp16.enabled",
+                "must be false: the job trains in fp32 or bf16 (train.precision); use bf16: {enabled: true}")
+        bf16 = ds.get("bf16") or {}
+        require(not bf16.get("enabled", False) or self.precision == "bf16", "train.deepspeed.bf16.enabled",
+                f"true needs train.precision: bf16 (one of {', '.join(PRECISIONS)}), got {self.precision!r}")
+        require(not self.compile, "train.compile", "torch.compile with DeepSpeed is not supported here; set it false")
 
     def validate(self) -> TrainConfig:
         require(self.steps >= 1, "train.steps", f"must be >= 1, got {self.steps}")
@@ -179,13 +229,7 @@ class TrainConfig:
             value = getattr(self, name)
             require(value >= 1, f"train.{name}", f"must be >= 1, got {value}")
         if self.deepspeed:
-            zero = self.deepspeed.get("zero_optimization") or {}
-            require(isinstance(zero, dict | DictConfig), "train.deepspeed.zero_optimization",
-                    f"must be a mapping such as {{stage: 2}}, got {zero!r}")
-            stage = zero.get("stage", 0)
-            require(stage in (0, 1, 2), "train.deepspeed.zero_optimization.stage",
-                    f"must be 0, 1 or 2 (ZeRO-3 would shard the weights that EMA and evaluation read), got {stage}")
-            require(not self.compile, "train.compile", "torch.compile with DeepSpeed is not supported here; set it false")
+            self._validate_deepspeed()
         bad = [h for h in self.branch_horizons if not 0 < h <= 1]
         require(not bad, "train.branch_horizons", f"must be fractions of train.steps in (0, 1], got {bad}")
         require(self.max_time_s is None or self.max_time_s > 0, "train.max_time_s",
@@ -210,11 +254,16 @@ class ClusterConfig:
     """Restarts from the last checkpoint when a worker dies."""
     object_store_memory_mb: int = 512
     """Object store cap for a local Ray (the default would take a third of RAM)."""
+    gpu_memory_gb: float | None = None
+    """Memory of one GPU (GiB). Set, a job whose memory plan (``xdlm.train.memory_plan``) needs
+    more per GPU is refused before launch; None: unknown, the plan is only printed."""
 
     def validate(self) -> ClusterConfig:
         require(self.num_workers >= 1, "cluster.num_workers", f"must be >= 1, got {self.num_workers}")
         require(self.cpus_per_worker > 0, "cluster.cpus_per_worker", f"must be > 0, got {self.cpus_per_worker}")
         require(self.max_failures >= 0, "cluster.max_failures", f"must be >= 0, got {self.max_failures}")
+        require(self.gpu_memory_gb is None or self.gpu_memory_gb > 0, "cluster.gpu_memory_gb",
+                f"must be > 0 (GiB per GPU) or null (unknown), got {self.gpu_memory_gb}")
         return self
 
 
@@ -288,6 +337,14 @@ class JobConfig:
     def accum_steps(self) -> int:
         return self.train.global_batch // (self.train.micro_batch * self.cluster.num_workers)
 
+    def deepspeed_owned(self) -> dict[str, tuple[str, Any]]:
+        """DeepSpeed keys the job decides: {DeepSpeed key: (job field, value)}."""
+        return {"train_micro_batch_size_per_gpu": ("train.micro_batch", self.train.micro_batch),
+                "gradient_accumulation_steps": ("train.global_batch / (train.micro_batch x cluster.num_workers)",
+                                                self.accum_steps),
+                "train_batch_size": ("train.global_batch", self.train.global_batch),
+                "gradient_clipping": ("optim.grad_clip", self.optim.grad_clip)}
+
     def run_dir(self) -> str:
         """Where Ray Train keeps this run (local path or s3:// URI)."""
         base = self.cluster.storage_path
@@ -314,6 +371,15 @@ class JobConfig:
         require(not solves or self.data.source in solves, "model.backbone",
                 f"{self.model.backbone!r} is the exact denoiser of data.source {' or '.join(solves)}; "
                 f"it cannot solve data.source {self.data.source!r}")
+        for key, (owner, value) in self.deepspeed_owned().items() if self.train.deepspeed else ():
+            given = self.train.deepspeed.get(key, value)
+            require(given == value, f"train.deepspeed.{key}",
+                    f"is set by the job from {owner} = {value}; got {given!r} (remove it, or change {owner})")
+        require(self.train.zero_stage() != 3 or not backbone_info(self.model.backbone).fused_head,
+                "train.deepspeed.zero_optimization.stage",
+                f"3 is not supported with model.backbone {self.model.backbone!r}: its fused loss reads the output "
+                "head's weight outside the forward, where ZeRO-3 keeps it partitioned; use stage 2 (with "
+                "offload_optimizer: {device: cpu} to save memory)")
         require(self.data.seq_len <= self.model.max_seq_len, "data.seq_len",
                 f"{self.data.seq_len} is above the model's maximum model.max_seq_len = {self.model.max_seq_len}")
         return self
@@ -363,6 +429,21 @@ def omegaconf_error(err: OmegaConfBaseException, source: str, node_at: NodeLooku
     return ConfigError(f"{source}: bad value for '{key}': {message}")
 
 
+def override_layer(item: str) -> DictConfig:
+    """One ``key=value`` override as a config layer; a value YAML cannot parse is a ``ConfigError``
+    naming the override (OmegaConf would let yaml's ParserError through as a traceback)."""
+    try:
+        return OmegaConf.from_dotlist([item])
+    except yaml.YAMLError as err:
+        value, mark = item.partition("=")[2], getattr(err, "problem_mark", None)
+        where = "" if mark is None else (f" at character {mark.column + 1} of the value"
+                                         if mark.line == 0 and mark.column < len(value) else " at the end of the value")
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"override {item!r}: the value is not valid YAML ({problem}{where}); quote a list "
+                          "item that holds brackets, commas or colons, e.g. base.overrides=['eval.sample_steps=[2]']"
+                          ) from None
+
+
 def load_structured(schema: type, path: str | os.PathLike | None, overrides: list[str] | tuple[str, ...],
                     *, what: str, node_at: NodeLookup | None = None) -> Any:
     """Defaults of the dataclass ``schema`` <- the YAML file at ``path`` <- dotted ``key=value``
@@ -392,7 +473,7 @@ def load_structured(schema: type, path: str | os.PathLike | None, overrides: lis
             if "=" not in item:
                 raise ConfigError(f"override {item!r} must look like dotted.key=value")
             source = f"override {item!r}"
-            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
+            merged = OmegaConf.merge(merged, override_layer(item))
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
         raise omegaconf_error(err, source, node_at) from None

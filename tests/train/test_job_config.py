@@ -41,7 +41,7 @@ def test_yaml_and_overrides_layer_on_defaults(tmp_path):
     ("data.tokenizer=llama", "available: bert-base-uncased, bpe, gpt2"),
     ("model.size=huge", "model"),
     ("eval.sampler=ddim", "eval.sampler: unknown 'ddim'; available: ancestral"),
-    ("train.deepspeed={zero_optimization: {stage: 3}}", "train.deepspeed.zero_optimization.stage: must be 0, 1 or 2"),
+    ("train.deepspeed={zero_optimization: {stage: 4}}", "train.deepspeed.zero_optimization.stage: must be one of 0, 1, 2, 3, got 4"),
     ("name=../escape", "name: must be letters"),
     ("cluster.num_workers=0", "cluster.num_workers: must be >= 1"),
     # non-finite numbers (issue 10: optim.lr=inf used to train to a FINISHED run with NaN weights)

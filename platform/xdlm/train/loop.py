@@ -178,27 +178,30 @@ def train_loop_per_worker(loop_config: dict) -> None:
         evaluate_now = counters.step % job.train.eval_every == 0 or last or out_of_time
         checkpoint_now = (counters.step % job.train.checkpoint_every == 0 or last or out_of_time
                           or counters.step in job.optim.branch_starts(job.train.steps, job.train.branch_horizons))
-        if evaluate_now:
-            metrics.update(validate(state))
-            record.update({k: v for k, v in metrics.items() if metric_names.is_evaluation(k)})
-            progress.note(f"{metric_names.nelbo()} {metrics[metric_names.nelbo()]:.3f}  "
-                          f"{metric_names.ppl()} {metrics[metric_names.ppl()]:.1f}")
-        if record:
-            tracker.log_metrics({**record, **accounting.at(counters)}, counters.step)
-        if evaluate_now and not (last or out_of_time):  # the final evaluation draws its own samples
-            tracker.log_samples(state)
-        if checkpoint_now and any_worker(not weights_finite(state.model)):
-            stop_failed(state, loop_config, f"step {counters.step}: the weights are no longer finite; "
-                        "no checkpoint written (lower optim.lr, or check the data)")
-            tracker.close()
-            return
-        if evaluate_now or checkpoint_now:
-            report(state, metrics, with_checkpoint=checkpoint_now, run_dir=loop_config["run_dir"])
+        # ZeRO-3 gathers the sharded weights and EMA here (every rank); other engines have them
+        with engine.full_weights(state.ema) if evaluate_now or checkpoint_now else contextlib.nullcontext():
+            if evaluate_now:
+                metrics.update(validate(state))
+                record.update({k: v for k, v in metrics.items() if metric_names.is_evaluation(k)})
+                progress.note(f"{metric_names.nelbo()} {metrics[metric_names.nelbo()]:.3f}  "
+                              f"{metric_names.ppl()} {metrics[metric_names.ppl()]:.1f}")
+            if record:
+                tracker.log_metrics({**record, **accounting.at(counters)}, counters.step)
+            if evaluate_now and not (last or out_of_time):  # the final evaluation draws its own samples
+                tracker.log_samples(state)
+            if checkpoint_now and any_worker(not weights_finite(state.model)):
+                stop_failed(state, loop_config, f"step {counters.step}: the weights are no longer finite; "
+                            "no checkpoint written (lower optim.lr, or check the data)")
+                tracker.close()
+                return
+            if evaluate_now or checkpoint_now:
+                report(state, metrics, with_checkpoint=checkpoint_now, run_dir=loop_config["run_dir"])
         if out_of_time:
             progress.note(f"train.max_time_s reached at step {counters.step}: stopping with a checkpoint")
             break
 
-    tracker.finish(state)
+    with engine.full_weights(state.ema):
+        tracker.finish(state)
 
 
 def setup_worker(loop_config: dict) -> WorkerState:
@@ -235,14 +238,16 @@ def setup_worker(loop_config: dict) -> WorkerState:
             ema.load_state_dict(saved["ema"])
             batches.load_state_dict(saved["data"][rank] if world == len(saved["data"]) else saved["data"][0])
             counters = Counters(**saved["counters"])
+        if adopted:  # before the engine: ZeRO-3 partitions the weights it reads
+            ema.adopt_decay(job.optim.ema, model)
         engine = build_engine(model, job, world)  # DDP or DeepSpeed: optimizer, schedule, clipping
         if saved is not None:
             engine.load_state_dict(saved, directory)
         if adopted:
             engine.adopt_hyperparameters(job.optim, job.train.steps)
-            ema.adopt_decay(job.optim.ema, model)
-    return WorkerState(job, rank, world, device, data, process, make_objective(job, process), model, ema,
-                       engine, batches, counters)
+    # ZeRO-3: the model the loop reads is a view filled only inside engine.full_weights()
+    return WorkerState(job, rank, world, device, data, process, make_objective(job, process), engine.view,
+                       engine.track_ema(ema), engine, batches, counters)
 
 
 def weights_finite(model: torch.nn.Module) -> bool:

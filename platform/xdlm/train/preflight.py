@@ -31,6 +31,7 @@ def preflight(job: JobConfig, tracking_uri: str | None, address: str | None, ray
     ``ray_running``: this process already joined a Ray cluster (a sweep's trial, a test session):
     its size is checked by ``check_resources`` instead of this machine's CPU count."""
     check_trainable(job)
+    check_memory(job)
     check_storage(job.cluster.storage_path)
     if tracking_uri is not None:
         check_tracking_uri(tracking_uri, "tracking.tracking_uri")
@@ -49,6 +50,24 @@ def check_trainable(job: JobConfig) -> None:
     if not backbone_info(job.model.backbone).trainable:
         raise UserError(f"model.backbone: {job.model.backbone!r} has no trainable parameters and is "
                         "not trained; run `xdlm oracle` for its study, or train a learned backbone (dit)")
+
+
+def check_memory(job: JobConfig) -> None:
+    """Print the memory plan of a DeepSpeed job, or of any job given ``cluster.gpu_memory_gb``,
+    and refuse one whose configuration cannot fit a GPU (``xdlm.train.memory_plan``). A model
+    that cannot be built on the meta device here (a Hugging Face model not available locally)
+    skips the plan with a note: the workers will say what is wrong with it."""
+    if not (job.train.deepspeed or job.cluster.gpu_memory_gb):
+        return
+    from xdlm.train.memory_plan import architecture_of, check_plan
+
+    try:
+        arch = architecture_of(job)
+    except Exception as err:  # the plan is advice: never the reason a buildable job fails here
+        print(f"xdlm: memory plan unavailable: the model could not be built on the meta device "
+              f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})", flush=True)
+        return
+    check_plan(job, arch, echo=lambda text: print(text, flush=True))
 
 
 def _first_existing(path: Path) -> Path:
