@@ -8,6 +8,7 @@ import sys
 import traceback
 
 from xdlm.cli_args import check_writable, parse_floats
+from xdlm.cli_eval import add_eval_code_parser
 from xdlm.cli_scaling import add_scaling_parsers
 from xdlm.cli_submit import add_submit_parsers
 from xdlm.errors import RunFailed, UserError
@@ -328,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     tracking.add_argument("--storage-path", default="runs")
     tracking.set_defaults(func=_tracking)
     add_submit_parsers(sub)
+    add_eval_code_parser(sub)
     return parser
 
 

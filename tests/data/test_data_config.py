@@ -61,7 +61,7 @@ def test_unknown_tokenizer_lists_available() -> None:
     assert "DataConfig.tokenizer" in message
     for name in ("bpe", "gpt2", "bert-base-uncased"):
         assert name in message
-    assert TOKENIZERS.available() == sorted(["bpe", "gpt2", "bert-base-uncased"])
+    assert TOKENIZERS.available() == sorted(["bpe", "gpt2", "bert-base-uncased", "hf"])
 
 
 def test_unknown_eval_set_lists_available() -> None:

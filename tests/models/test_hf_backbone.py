@@ -133,7 +133,8 @@ def test_job_config_validates_the_hf_section_and_builds_the_process_from_the_mod
     assert (process.xdlm.vocab_size, process.xdlm.mask_id) == (64, MASK)
     for override, message in [
         ("model.hf.dtype=float16", r"model: hf\.dtype: unknown 'float16'; allowed: float32, bfloat16"),
-        ("model.hf.pretrained=some/model", r"exactly one of hf\.pretrained"),
+        ("model.hf.config=null", r"give hf\.pretrained .* or hf\.config"),
+        ("model.hf.mask_id=64", r"hf\.mask_id: 64 is outside the declared vocabulary; allowed: \[0, 63\]"),
         ("model.time_conditioning=true", r"time_conditioning: must be False for backbone 'hf'"),
         ("model.hf.mask_id=-1", r"hf\.mask_id: must be a non-negative int"),
     ]:

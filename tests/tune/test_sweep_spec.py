@@ -148,6 +148,25 @@ def test_the_cli_reports_a_bad_spec_without_a_traceback(write_sweep, capsys):
     assert "no sweep named 'never-ran'" in capsys.readouterr().err
 
 
+def test_an_override_yaml_cannot_parse_is_a_one_line_error_naming_it(write_sweep, capsys):
+    """An unquoted list item holding brackets (``[a,eval.sample_steps=[2]]``) is not YAML: one
+    line naming the override and where it breaks, exit 2; quoted, the same items load."""
+    from xdlm.cli import main
+
+    bad = "base.overrides=[train.steps=6,eval.sample_steps=[2]]"
+    with pytest.raises(ConfigError, match=r"^override 'base\.overrides=\[.*: the value is not valid YAML "
+                                          r"\(.* at character 34 of the value\); quote a list item"):
+        load_sweep(write_sweep(), [bad])
+    with pytest.raises(ConfigError, match=r"^override 'eval.sample_steps=\[2': .* at the end of the value"):
+        load_job(REPO / "jobs" / "markov_small.yaml", ["eval.sample_steps=[2"])
+    assert main(["sweep", str(write_sweep()), bad]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"xdlm sweep: error: override {bad!r}: the value is not valid YAML")
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    sweep = load_sweep(write_sweep(), ["base.overrides=[train.steps=6,'eval.sample_steps=[2]']"])
+    assert sweep.job.train.steps == 6 and list(sweep.job.eval.sample_steps) == [2]
+
+
 def test_a_sweep_state_file_with_missing_keys_is_a_one_line_error(tmp_path, capsys):
     """Issue 10: this printed a KeyError traceback."""
     import json

@@ -22,7 +22,7 @@ from xdlm.checkpoint.manifest import MANIFEST, verify_local
 from xdlm.checkpoint.store import StoredCheckpoint, scan
 from xdlm.config import JobConfig, load_job
 from xdlm.errors import UserError
-from xdlm.models import build_model
+from xdlm.models import ModelConfig, build_model
 
 log = logging.getLogger(__name__)
 
@@ -100,13 +100,32 @@ def latest_checkpoint(run_dir: str | Path) -> Path:
         return found[0]
 
 
+#: Vocabulary of the skeleton ``saved_vocab_size`` builds (only its parameter names are read).
+SKELETON_VOCAB = 256
+
+
+def saved_vocab_size(model_cfg: ModelConfig, weights: dict[str, torch.Tensor]) -> int:
+    """Rows of the output head in a saved state dict, whatever the backbone calls its head
+    (the DiT ``output_head.weight``, a Hugging Face model ``net.lm_head.weight`` or its remote
+    code's own name): the head's name is read off a skeleton of the backbone built on the meta
+    device (no memory, no weights read)."""
+    with torch.device("meta"):
+        skeleton = build_model(model_cfg, SKELETON_VOCAB)
+    head = skeleton.output_head
+    name = next(n for n, m in skeleton.named_modules() if m is head)
+    key = f"{name}.weight"
+    if key not in weights:
+        raise UserError(f"checkpoint: no {key} in its weights: it was not written by a "
+                        f"{model_cfg.backbone!r} model of this job")
+    return int(weights[key].shape[0])
+
+
 def load_model_from_run(run_dir: str | Path, device="cpu", use_ema: bool = True) -> tuple[torch.nn.Module, JobConfig]:
     """Rebuild the model of a run from its newest complete checkpoint (EMA weights by default)."""
     directory = latest_checkpoint(run_dir)
     job = load_job(directory / JOB_FILE)
     state: dict[str, Any] = read_checkpoint(directory)
-    vocab_size = state["model"]["output_head.weight"].shape[0]
-    model = build_model(job.model, vocab_size)
+    model = build_model(job.model, saved_vocab_size(job.model, state["model"]))
     model.load_state_dict(state["model"])
     if use_ema and state["ema"]["decay"] > 0:
         with torch.no_grad():

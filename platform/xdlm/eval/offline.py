@@ -158,8 +158,14 @@ def sample_run_recorded(
     gen = torch.Generator().manual_seed(seed)
     recorder = sampling.TrajectoryRecorder(min(trajectory_rows, num_samples)) if trajectory_rows > 0 else None
     with torch.no_grad():
-        tokens = sampler.sample(lambda z, t: loaded.model(z, t.float()), shape, generator=gen,
-                                fixed_mask=fixed_mask, fixed_tokens=fixed_tokens, device=device, recorder=recorder)
+        if job.eval.sampler == "llada":  # it conditions on a prompt: the prefix is one, the rest its answer
+            prompt = None if fixed_tokens is None else fixed_tokens[:, : int(fixed_mask[0].sum())]
+            tokens = sampler.sample(lambda z, t: loaded.model(z, t.float()), shape, prompt=prompt, generator=gen,
+                                    device=device, recorder=recorder)
+        else:
+            tokens = sampler.sample(lambda z, t: loaded.model(z, t.float()), shape, generator=gen,
+                                    fixed_mask=fixed_mask, fixed_tokens=fixed_tokens, device=device,
+                                    recorder=recorder)
     texts = [tokenizer.decode(row.tolist()) for row in tokens]
     if recorder is None:
         return texts, None

@@ -3,6 +3,10 @@ compute accounting: runs of different sizes and hardware share one x-axis.
 
 "Non-embedding" parameters exclude the token embedding and the output head (weight and bias),
 the convention of the scaling-law literature; they do not depend on the vocabulary size.
+
+The DiT family is counted in closed form from its ``ModelConfig`` dims; a Hugging Face backbone
+(``backbone: hf``) has its own architecture, so its counts come from the model itself: a skeleton
+built on the meta device (``xdlm.models.hf.architecture``), n_layers and D from its config.
 """
 
 from __future__ import annotations
@@ -10,9 +14,14 @@ from __future__ import annotations
 from torch import nn
 
 from xdlm.models.config import ModelConfig
+from xdlm.models.hf import HF_BACKBONE
+from xdlm.models.hf import architecture as hf_architecture
 from xdlm.models.layers import TIME_FREQ_DIM
 
 MLP_RATIO = 4
+#: Vocabulary a Hugging Face skeleton is built with when only its non-embedding part is counted
+#: (a config without ``vocab_size`` takes it; any size gives the same non-embedding count).
+PLACEHOLDER_VOCAB = 256
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -27,7 +36,8 @@ def _unwrap(model: nn.Module) -> nn.Module:
 def count_parameters(model: nn.Module) -> dict[str, int]:
     """``{"total": ..., "non_embedding": ...}`` for a built backbone (shared tensors counted once).
 
-    ``non_embedding`` leaves out ``model.embedding`` and ``model.output_head`` when present.
+    ``non_embedding`` leaves out ``model.embedding`` and ``model.output_head`` when present (the
+    ``hf`` backbone exposes both: its input embedding and LM head).
     """
     model = _unwrap(model)
     params = {id(p): p for p in model.parameters()}
@@ -75,8 +85,12 @@ def flops_per_token(model_cfg: ModelConfig, seq_len: int) -> int:
     """
     if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len <= 0:
         raise ValueError(f"seq_len: must be a positive int, got {seq_len!r}")
-    n_layers, hidden, _ = model_cfg.dims()
-    non_embedding = estimate_parameters(model_cfg, vocab_size=1)["non_embedding"]
+    if model_cfg.backbone == HF_BACKBONE:
+        arch = hf_architecture(model_cfg.hf, PLACEHOLDER_VOCAB)
+        n_layers, hidden, non_embedding = arch["n_layers"], arch["hidden"], arch["non_embedding"]
+    else:
+        n_layers, hidden, _ = model_cfg.dims()
+        non_embedding = estimate_parameters(model_cfg, vocab_size=1)["non_embedding"]
     return 6 * non_embedding + 12 * n_layers * hidden * seq_len
 
 
@@ -91,5 +105,9 @@ def flops_with_embedding_per_token(model_cfg: ModelConfig, seq_len: int, vocab_s
     """
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size <= 0:
         raise ValueError(f"vocab_size: must be a positive int, got {vocab_size!r}")
-    _, hidden, _ = model_cfg.dims()
+    if model_cfg.backbone == HF_BACKBONE:  # the head is the model's (V may exceed the tokenizer's)
+        arch = hf_architecture(model_cfg.hf, vocab_size)
+        hidden, vocab_size = arch["hidden"], arch["vocab_size"]
+    else:
+        _, hidden, _ = model_cfg.dims()
     return flops_per_token(model_cfg, seq_len) + 6 * hidden * vocab_size

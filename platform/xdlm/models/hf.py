@@ -16,6 +16,14 @@ Bidirectional attention for a decoder-only model: ``config.is_causal = False`` m
 utilities build a bidirectional mask (or none), and every attention module's ``is_causal`` flag
 is cleared so SDPA / flash kernels are not asked for a causal mask when no mask is passed.
 
+A pretrained model may also carry ``hf.config``: the architecture the job expects (so a job can
+be validated and planned without downloading anything); when the model's own config is read, each
+declared key must match it (``check_declared``), else an error names the key.
+
+On the meta device (``with torch.device("meta")``) no weights are read: the model is built from
+its config only, a skeleton whose parameter names and shapes are the real ones (accounting, and
+the restore of a checkpoint, read them without holding the weights).
+
 ``transformers`` is imported on first use only, so importing ``xdlm.models`` stays fast.
 """
 
@@ -48,7 +56,8 @@ def model_config(hf: HFConfig, vocab_size: int | None = None) -> Any:
 
     if hf.pretrained is not None:
         try:
-            return AutoConfig.from_pretrained(hf.pretrained, trust_remote_code=hf.trust_remote_code)
+            return check_declared(hf, AutoConfig.from_pretrained(hf.pretrained,
+                                                                 trust_remote_code=hf.trust_remote_code))
         except ValueError as err:
             raise _load_error(hf, err) from None
         except OSError as err:
@@ -64,6 +73,22 @@ def model_config(hf: HFConfig, vocab_size: int | None = None) -> Any:
     except ValueError as err:
         raise UserError(f"model.hf.config.model_type: {model_type!r} is not a transformers model "
                         f"type ({str(err).splitlines()[0]})") from None
+
+
+def check_declared(hf: HFConfig, config: Any) -> Any:
+    """``config`` (a pretrained model's own) when every key of ``hf.config`` (the architecture the
+    job declares beside ``hf.pretrained``) has the same value there; else ``UserError`` naming the
+    first key that differs."""
+    for key, declared in (hf.config or {}).items():
+        actual = getattr(config, key, _MISSING)
+        if actual is _MISSING or actual != declared:
+            found = "has no such key" if actual is _MISSING else f"has {actual!r}"
+            raise UserError(f"model.hf.config.{key}: the job declares {declared!r}, but {hf.pretrained!r} "
+                            f"{found}; correct the job (or drop the key)")
+    return config
+
+
+_MISSING = object()
 
 
 def resolve_vocabulary(hf: HFConfig, tokenizer_vocab: int, tokenizer_mask: int | None) -> tuple[int, int]:
@@ -105,8 +130,8 @@ def load_model(hf: HFConfig, vocab_size: int | None = None) -> nn.Module:
     if hf.attn_implementation is not None:
         kwargs["attn_implementation"] = hf.attn_implementation
     config = model_config(hf, vocab_size)
-    if hf.pretrained is None:
-        return AutoModelForCausalLM.from_config(config, **kwargs)
+    if hf.pretrained is None or torch.empty(0).is_meta:  # a random init, or a skeleton: no weights read
+        return _from_config(config, hf, kwargs)
     last: Exception | None = None
     for auto in (AutoModelForCausalLM, AutoModel):
         try:
@@ -118,6 +143,40 @@ def load_model(hf: HFConfig, vocab_size: int | None = None) -> nn.Module:
             raise UserError(f"model.hf.pretrained: cannot load the weights of {hf.pretrained!r}: "
                             f"{str(err).splitlines()[0]}") from None
     raise _load_error(hf, last)
+
+
+def _from_config(config: Any, hf: HFConfig, kwargs: dict[str, Any]) -> nn.Module:
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    if hf.pretrained is None:
+        return AutoModelForCausalLM.from_config(config, **kwargs)
+    try:  # a pretrained model's class: its config may name only AutoModel (LLaDA)
+        return AutoModelForCausalLM.from_config(config, trust_remote_code=hf.trust_remote_code, **kwargs)
+    except ValueError:
+        return AutoModel.from_config(config, trust_remote_code=hf.trust_remote_code, **kwargs)
+
+
+def architecture(hf: HFConfig, vocab_size: int) -> dict[str, int]:
+    """``{n_layers, hidden, vocab_size, total, non_embedding}`` of the model ``hf`` names, counted
+    on a skeleton built on the meta device (no memory, no weights read).  ``non_embedding`` is
+    the total minus the input embedding and the output head (a tied pair counted once)."""
+    with torch.device("meta"):
+        net = load_model(hf, vocab_size)
+    params = {id(p): p.numel() for p in net.parameters()}
+    ends = [*net.get_input_embeddings().parameters(), *net.get_output_embeddings().parameters()]
+    ends_size = sum(params[i] for i in {id(p) for p in ends} if i in params)
+    return {"n_layers": _first(net.config, "num_hidden_layers", "n_layers"),
+            "hidden": _first(net.config, "hidden_size", "d_model"),
+            "vocab_size": int(net.get_output_embeddings().weight.shape[0]),
+            "total": sum(params.values()), "non_embedding": sum(params.values()) - ends_size}
+
+
+def _first(config: Any, *names: str) -> int:
+    for name in names:
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    raise UserError(f"model.hf: the model config has none of {', '.join(names)}; its FLOPs cannot be counted")
 
 
 def make_bidirectional(net: nn.Module) -> int:
@@ -182,6 +241,11 @@ class HFDenoiser(nn.Module):
     @property
     def output_head(self) -> nn.Module:
         return self.net.get_output_embeddings()
+
+    @property
+    def embedding(self) -> nn.Module:
+        """The input embedding (so ``count_parameters`` leaves it out of the non-embedding count)."""
+        return self.net.get_input_embeddings()
 
     def hidden_states(self, z_t: torch.Tensor, t: torch.Tensor | None = None,
                       attention_mask: torch.Tensor | None = None) -> torch.Tensor:

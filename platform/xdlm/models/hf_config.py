@@ -1,10 +1,12 @@
 """``HFConfig``: the ``model.hf`` section, read only when ``model.backbone: hf``.
 
-Exactly one of ``pretrained`` (a hub name or a local directory written by ``save_pretrained``)
-and ``config`` (a mapping for ``transformers.AutoConfig.for_model``: ``model_type`` plus the
-config's fields, so a tiny randomly initialised model needs no download) says where the weights
-come from.  Values are checked here; what needs the model's own config (the vocabulary, the mask
-id's range) is checked when it is read (``xdlm.models.hf.resolve_vocabulary``).
+``pretrained`` (a hub name or a local directory written by ``save_pretrained``) or ``config`` (a
+mapping for ``transformers.AutoConfig.for_model``: ``model_type`` plus the config's fields, so a
+tiny randomly initialised model needs no download) says where the weights come from.  Given
+both, the weights are ``pretrained``'s and ``config`` declares their architecture: the job then
+validates offline (the declared vocabulary holds the mask id), and when the model's own config
+is read every declared key must match it (``xdlm.models.hf.check_declared``).  Values are checked
+here; the rest when the model's config is read (``xdlm.models.hf.resolve_vocabulary``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ class HFConfig:
     Attributes:
         pretrained: hub name (``GSAI-ML/LLaDA-8B-Base``) or local directory.
         config: ``{model_type: llama, hidden_size: 64, ...}`` for a randomly initialised model;
-            ``vocab_size`` defaults to the data tokenizer's.
+            ``vocab_size`` defaults to the data tokenizer's.  Beside ``pretrained``: the declared
+            architecture, checked key by key against the model's own config when it is read.
         trust_remote_code: run the model repository's own Python code (LLaDA needs it); off
             unless the user opts in.
         mask_id: the [MASK] id; default: the model config's ``mask_token_id`` (LLaDA: 126336),
@@ -47,9 +50,10 @@ class HFConfig:
 
     def validate(self) -> HFConfig:
         """``ValueError`` naming the field (``hf.<field>``) and what is allowed."""
-        if (self.pretrained is None) == (self.config is None):
-            raise ValueError("hf: give exactly one of hf.pretrained (a hub name or local path) and "
-                             "hf.config (a mapping with model_type, for a randomly initialised model)")
+        if self.pretrained is None and self.config is None:
+            raise ValueError("hf: give hf.pretrained (a hub name or local path) or hf.config (a mapping "
+                             "with model_type, for a randomly initialised model), or both (config then "
+                             "declares the pretrained model's architecture)")
         if self.pretrained is not None and (not isinstance(self.pretrained, str) or not self.pretrained.strip()):
             raise ValueError(f"hf.pretrained: must be a non-empty hub name or path, got {self.pretrained!r}")
         if self.config is not None:
@@ -64,6 +68,12 @@ class HFConfig:
                                          or self.mask_id < 0):
             raise ValueError(f"hf.mask_id: must be a non-negative int id in the model's vocabulary "
                              f"(or unset), got {self.mask_id!r}")
+        declared = dict(self.config or {})
+        vocab = declared.get("vocab_size")
+        mask = self.mask_id if self.mask_id is not None else declared.get("mask_token_id")
+        if isinstance(vocab, int) and isinstance(mask, int) and not 0 <= mask < vocab:
+            field = "mask_id" if self.mask_id is not None else "config.mask_token_id"
+            raise ValueError(f"hf.{field}: {mask} is outside the declared vocabulary; allowed: [0, {vocab - 1}]")
         if self.dtype not in DTYPES:
             raise ValueError(f"hf.dtype: unknown {self.dtype!r}; allowed: {', '.join(DTYPES)}")
         if self.attn_implementation is not None and self.attn_implementation not in ATTENTION:
