@@ -1,6 +1,10 @@
 """``bash benchmarks/gpu_check.sh OUT --dry-run`` end to end, as CI runs it: every step of the GPU
 check at tiny shapes on the CPU (Triton under its interpreter, the chunked backends), so the
-script a GPU run depends on never rots (docs/kernels.md, "GPU check")."""
+script a GPU run depends on never rots (docs/kernels.md, "GPU check").
+
+The ahead-of-time compile step (``aot``) is skipped here: tests/kernels/test_gpu_compile.py runs
+it in full (every variant, every target) and it is the longest step; compiling twice cost CI
+about a minute."""
 
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ def dry_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu-check")
     env = dict(os.environ)
     env.pop("TRITON_INTERPRET", None)  # the wrapper sets it for the dry run itself
-    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(out), "--dry-run"],
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(out), "--dry-run", "--skip", "aot"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
     return proc, out
 
@@ -35,6 +39,9 @@ def test_exits_zero_with_every_step_ok(dry_run):
     assert report["finished"] and report["dry_run"] and report["exit_code"] == 0
     assert [s["name"] for s in report["steps"]] == STEPS
     for step in report["steps"]:
+        if step["name"] == "aot":
+            assert step["status"] == "skipped", step
+            continue
         assert step["status"] == "ok", (step["name"], step.get("summary"), step.get("error"))
         assert step["seconds"] > 0 and step.get("summary"), step["name"]
         assert (out / "steps" / f"{step['name']}.json").exists() and (out / "logs" / f"{step['name']}.log").exists()
@@ -47,18 +54,14 @@ def test_both_reports_hold_every_step_and_its_numbers(dry_run):
     steps = {s["name"]: s for s in report["steps"]}
     markdown = (out / "gpu_check.md").read_text()
     for i, step in enumerate(report["steps"], 1):
-        assert f"## {i}. {step['title']} (ok" in markdown
+        assert f"## {i}. {step['title']} ({'skipped' if step['name'] == 'aot' else 'ok'}" in markdown
     # the kernels ran under the interpreter and the chunked backend, against torch
     checks = steps["correctness"]["data"]["checks"]
     backends = {c["backend"] for c in checks}
     assert {"triton", "chunked", "triton+inplace", "triton row pass"} <= backends
     assert {c["check"] for c in checks} == {"nelbo", "linear", "sample"}
     assert all(c["ok"] for c in checks)
-    # the ahead-of-time compile of every variant, sm_80 and sm_90 at least, without spills
-    aot = steps["aot"]["data"]
-    assert aot["compiles"] > 0 and not aot["errors"] and not aot["spills"]
-    assert {80, 90} <= {r["arch"] for r in aot["rows"]}
-    assert "regs / smem B / spill B" in markdown
+    assert steps["aot"]["status"] == "skipped"  # compiled in full by tests/kernels/test_gpu_compile.py
     # benchmark rows, training numbers, ZeRO-2
     assert {r["backend"] for r in steps["kernel_bench"]["data"]["results"]} >= {"torch", "chunked"}
     for name in ("train", "train_compile", "deepspeed"):
@@ -74,7 +77,8 @@ def test_prints_a_one_screen_summary(dry_run):
     assert len(lines) <= 40, tail
     assert "exit status 0" in lines[1]
     for name in STEPS:
-        assert any(line.split()[:2] == [name, "ok"] for line in lines), (name, tail)
+        status = "skipped" if name == "aot" else "ok"
+        assert any(line.split()[:2] == [name, status] for line in lines), (name, tail)
     assert str(out / "gpu_check.md") in tail
 
 

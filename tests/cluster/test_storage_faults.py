@@ -17,6 +17,7 @@ import torch
 from tests.cluster.stack import bucket_keys
 from tests.services.faulty_proxy import FAULT_KINDS, FaultyProxy
 from xdlm.checkpoint import open_newest, read_checkpoint, scan, write_checkpoint
+from xdlm.train.loop import checkpoint_landed
 
 # what ray.train.report(checkpoint=...) calls to copy a worker's checkpoint directory to storage
 from ray.train.v2._internal.execution.storage import _upload_to_fs_path  # noqa: E402  isort: skip
@@ -104,6 +105,9 @@ def test_checkpoints_under_random_faults_leave_a_whole_latest(proxy, s3_endpoint
             whole.append(step)
         elif ok:
             silently_lost.append(step)
+        # what rank 0 checks after each report: a silent loss is caught and named
+        problem = checkpoint_landed(run_uri, step)
+        assert (problem is None) == (step in whole), (step, problem)
         if whole:
             assert assert_latest_is_whole(run_uri, at_least=whole[-1]) == whole[-1]
     print(f"seed {seed}: {proxy.faults()} faults {dict(proxy.stats)}; whole {whole}, upload raised "

@@ -37,6 +37,7 @@ from xdlm.checkpoint import (
     open_newest,
     prune,
     read_checkpoint,
+    scan,
     write_checkpoint,
     write_manifest,
 )
@@ -195,7 +196,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 tracker.close()
                 return
             if evaluate_now or checkpoint_now:
-                report(state, metrics, with_checkpoint=checkpoint_now, run_dir=loop_config["run_dir"])
+                lost = report(state, metrics, with_checkpoint=checkpoint_now, run_dir=loop_config["run_dir"])
+                if lost:
+                    tracker.note_lost_checkpoint(counters.step, lost)
         if out_of_time:
             progress.note(f"train.max_time_s reached at step {counters.step}: stopping with a checkpoint")
             break
@@ -299,12 +302,14 @@ def validate(state: WorkerState) -> dict[str, float]:
     return {metric_names.nelbo(): nelbo, metric_names.ppl(): perplexity(nelbo)}
 
 
-def report(state: WorkerState, metrics: dict[str, float], with_checkpoint: bool, run_dir: str) -> None:
+def report(state: WorkerState, metrics: dict[str, float], with_checkpoint: bool, run_dir: str) -> str | None:
     """Every rank reports (it is a barrier). Rank 0 writes ``state.pt``; with a sharded
     optimizer (ZeRO) every rank also writes its shard, and Ray merges them into one checkpoint.
-    Each writing rank's manifest comes last.  Once the report returns the new checkpoint is on
-    storage; only then does rank 0 delete checkpoints beyond ``train.keep_checkpoints`` (never
-    the newest complete one)."""
+    Each writing rank's manifest comes last.  Once the report returns, rank 0 checks that the new
+    checkpoint is whole on storage (Ray's upload can report success with a file missing when
+    S3 retries run out: pyarrow ignores the error on close) and returns what is wrong, else None;
+    only then does it delete checkpoints beyond ``train.keep_checkpoints`` (never the newest
+    complete one)."""
     data_states = [None] * state.world
     if dist.is_initialized():
         dist.all_gather_object(data_states, state.batches.state_dict())
@@ -313,7 +318,7 @@ def report(state: WorkerState, metrics: dict[str, float], with_checkpoint: bool,
     engine = state.engine
     if not (with_checkpoint and (state.rank == 0 or engine.shards_optimizer)):
         ray.train.report(metrics)
-        return
+        return None
     with tempfile.TemporaryDirectory(prefix="xdlm-ckpt-") as directory:
         if engine.shards_optimizer:
             engine.save_shards(directory)
@@ -328,5 +333,20 @@ def report(state: WorkerState, metrics: dict[str, float], with_checkpoint: bool,
         else:
             write_manifest(directory, rank=state.rank, step=state.counters.step)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
-    if state.rank == 0:
-        prune(run_dir, state.job.train.keep_checkpoints)
+    if state.rank != 0:
+        return None
+    lost = checkpoint_landed(run_dir, state.counters.step)
+    prune(run_dir, state.job.train.keep_checkpoints)
+    return lost
+
+
+def checkpoint_landed(run_dir: str, step: int) -> str | None:
+    """None when a complete checkpoint of ``step`` is on storage, else what is wrong with it."""
+    try:
+        complete, broken = scan(run_dir)
+    except OSError as err:
+        return f"its storage could not be listed ({err})"
+    if any(c.step == step for c in complete):
+        return None
+    problems = "; ".join(f"{name}: {why}" for name, why in sorted(broken.items())) or "no directory of it"
+    return f"not whole on storage ({problems})"

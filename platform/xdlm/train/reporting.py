@@ -65,6 +65,14 @@ class WorkerTracker:
         if fresh:
             self.logger.log_metrics(fresh, step)
 
+    def note_lost_checkpoint(self, step: int, problem: str) -> None:
+        """Say loudly that the checkpoint of ``step`` did not land: resume would start from an
+        older one (the run goes on; the next checkpoint may land)."""
+        print(f"xdlm: WARNING: the checkpoint of step {step} is {problem}; a resume would start from "
+              "the previous complete checkpoint", flush=True)
+        if self.logger is not None:
+            self.logger.set_tag("xdlm.checkpoint_lost", f"step {step}: {problem}"[:5000])
+
     def close(self) -> None:
         """Deliver what is queued without a final evaluation (a run stopped on purpose)."""
         if self.logger is not None:
