@@ -144,7 +144,13 @@ def _config(args: argparse.Namespace) -> int:
         raise UserError("give a job file (or --reference)")
     from xdlm.config import to_yaml
 
-    print(to_yaml(_load(args)), end="")
+    job = _load(args)
+    if args.plan:
+        from xdlm.train.memory_plan import check_plan
+
+        check_plan(job)  # raises ConfigError (exit 2) when cluster.gpu_memory_gb cannot hold it
+        return 0
+    print(to_yaml(job), end="")
     return 0
 
 
@@ -286,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("job", nargs="?", help="job file (YAML)")
     config.add_argument("overrides", nargs="*", help="dotted.key=value overrides")
     config.add_argument("--reference", action="store_true", help="print the configuration reference (Markdown)")
+    config.add_argument("--plan", action="store_true",
+                        help="print the job's memory plan per GPU and ZeRO stage instead (docs/deepspeed.md); "
+                             "exit 2 when it exceeds cluster.gpu_memory_gb")
     config.set_defaults(func=_config)
 
     sweep = sub.add_parser("sweep", help="run, resume or report a Ray Tune sweep (docs/sweeps.md)")

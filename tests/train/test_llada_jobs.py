@@ -46,3 +46,17 @@ def test_tiny_job_is_the_same_path_at_toy_scale():
     assert (job.optim.lr_schedule, job.optim.weight_decay, job.train.zero_stage()) == ("constant", 0.1, 2)
     assert (job.cluster.num_workers, job.cluster.use_gpu, job.eval.sampler) == (2, False, "llada")
     assert "vocab_size" not in job.model.hf.config  # the local tokenizer's, [MASK] included
+
+
+def test_8b_job_prints_its_memory_plan_offline_and_a_gpu_too_small_is_refused(monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    job = str(JOBS / "llada8b_xdlm.yaml")
+    assert main(["config", job, "--plan"]) == 0
+    out = capsys.readouterr().out
+    # 32 x (4 h^2 + 3 h f + 2 h) + h + 2 V h with h = 4096, f = 12288, V = 126464 (no tying)
+    assert "8.016 B parameters, 8 workers, micro-batch 1 x 4096 tokens, bf16 weights, 80 GiB per GPU" in out
+    mine = next(line for line in out.splitlines() if line.lstrip().startswith("->"))
+    assert mine.split()[1:3] == ["ZeRO-2", "14.93"] and mine.split()[-1] == "fits"  # bf16 weights: 2 bytes/param
+    assert main(["config", job, "cluster.gpu_memory_gb=24", "--plan"]) == 2
+    err = capsys.readouterr().err
+    assert "cluster.gpu_memory_gb: the job needs 29.6 GiB per GPU with ZeRO-2" in err and "ZeRO-3" in err

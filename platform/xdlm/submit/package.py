@@ -120,7 +120,7 @@ def prepare(file: str, overrides: list[str], resume: bool = False, name: str | N
     """Validate the job or sweep exactly as ``xdlm train``/``xdlm sweep`` do before Ray starts,
     and build what is sent; ``UserError`` naming the field otherwise. Nothing is contacted."""
     from xdlm.train.launch import tracking_uri_of
-    from xdlm.train.preflight import check_trainable
+    from xdlm.train.preflight import check_memory, check_trainable
 
     root = project_root()
     path = Path(file).expanduser()
@@ -134,6 +134,7 @@ def prepare(file: str, overrides: list[str], resume: bool = False, name: str | N
 
         job = load_job(path, overrides)
         check_trainable(job)
+        check_memory(job)  # the plan is printed, and a job that cannot fit refused, before submitting
         check_storage(job.cluster.storage_path, "cluster.storage_path")
         run_name, storage = job.name, job.run_dir()
         command = ["train", relative, *overrides, *(["--resume"] if resume else [])]

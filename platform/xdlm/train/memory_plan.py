@@ -174,10 +174,42 @@ def setting_of(job: JobConfig) -> Setting:
                    checkpointing=checkpointing, fused_head=backbone_info(job.model.backbone).fused_head)
 
 
+def _declared_int(config: dict, *names: str) -> int | None:
+    for name in names:
+        if isinstance(config.get(name), int):
+            return int(config[name])
+    return None
+
+
+def declared_architecture(job: JobConfig) -> Architecture | None:
+    """A pretrained Hugging Face model described by the job's declared ``model.hf.config``
+    (layers, width, MLP width, vocabulary; LLaDA's or ``transformers``' key names) as a
+    LLaMA-style decoder, so its plan needs no download; None when the job declares too little."""
+    hf = job.model.hf
+    if job.model.backbone != "hf" or not hf.pretrained or not hf.config:
+        return None
+    config = dict(hf.config)
+    n_layers = _declared_int(config, "num_hidden_layers", "n_layers")
+    hidden = _declared_int(config, "hidden_size", "d_model")
+    mlp = _declared_int(config, "intermediate_size", "mlp_hidden_size")
+    vocab = _declared_int(config, "vocab_size", "embedding_size")
+    if None in (n_layers, hidden, mlp, vocab):
+        return None
+    heads = _declared_int(config, "num_attention_heads", "n_heads")
+    kv_heads = _declared_int(config, "num_key_value_heads", "n_kv_heads")
+    kv_hidden = hidden * kv_heads // heads if heads and kv_heads else None
+    tied = bool(config.get("tie_word_embeddings", config.get("weight_tying", False)))
+    return Architecture.llama_like(n_layers, hidden, mlp, vocab, tied=tied, kv_hidden=kv_hidden)
+
+
 def architecture_of(job: JobConfig) -> Architecture:
-    """The job's model, built on the meta device (no memory, no weights read)."""
+    """The job's model: a pretrained one from its declared architecture (``declared_architecture``),
+    anything else built on the meta device (no memory, no weights read)."""
     import torch
 
+    declared = declared_architecture(job)
+    if declared is not None:
+        return declared
     with torch.device("meta"):
         net = build_model(job.model, job.data.vocab_size)
     return Architecture.of_module(net, dropout=job.model.dropout > 0)
