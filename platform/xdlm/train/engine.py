@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 from xdlm.config import JobConfig, OptimConfig
-from xdlm.train.optim import EMA, build_optimizer, build_scheduler, lr_multiplier
+from xdlm.train.optim import EMA, build_optimizer, build_scheduler, lr_multiplier, weights_swapped
 
 DEEPSPEED_TAG = "deepspeed"
 
@@ -292,17 +292,8 @@ class PartitionedEMA:
         if self.decay <= 0:
             yield model
             return
-        params = list(model.parameters())
-        saved = [p.detach().clone() for p in params]
-        with torch.no_grad():
-            for p, s in zip(params, self._full(), strict=True):
-                p.copy_(s)
-        try:
+        with weights_swapped(model, self._full()):
             yield model
-        finally:
-            with torch.no_grad():
-                for p, s in zip(params, saved, strict=True):
-                    p.copy_(s)
 
     def state_dict(self) -> dict:
         return {"decay": self.decay, "shadow": self._full() if self.decay > 0 else []}

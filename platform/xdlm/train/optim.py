@@ -10,6 +10,22 @@ import torch
 from xdlm.config import OptimConfig
 
 
+@contextmanager
+def weights_swapped(model: torch.nn.Module, values: list[torch.Tensor]):
+    """Run with ``values`` copied into ``model``'s parameters (in order), then put them back."""
+    params = list(model.parameters())
+    saved = [p.detach().clone() for p in params]
+    with torch.no_grad():
+        for p, v in zip(params, values, strict=True):
+            p.copy_(v)
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            for p, v in zip(params, saved, strict=True):
+                p.copy_(v)
+
+
 def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(
         model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay
@@ -82,17 +98,8 @@ class EMA:
         if self.decay <= 0:
             yield model
             return
-        params = list(model.parameters())
-        saved = [p.detach().clone() for p in params]
-        with torch.no_grad():
-            for p, s in zip(params, self.shadow, strict=True):
-                p.copy_(s)
-        try:
+        with weights_swapped(model, self.shadow):
             yield model
-        finally:
-            with torch.no_grad():
-                for p, s in zip(params, saved, strict=True):
-                    p.copy_(s)
 
     def state_dict(self) -> dict:
         return {"decay": self.decay, "shadow": self.shadow}
