@@ -375,10 +375,13 @@ class JobConfig:
             given = self.train.deepspeed.get(key, value)
             require(given == value, f"train.deepspeed.{key}",
                     f"is set by the job from {owner} = {value}; got {given!r} (remove it, or change {owner})")
-        require(self.train.zero_stage() != 3 or not backbone_info(self.model.backbone).fused_head,
+        # remote code's hidden states are caught by stopping its forward with an exception at the
+        # head, which leaves ZeRO-3's per-module gather/release hooks unbalanced (xdlm.models.hf)
+        require(self.train.zero_stage() != 3 or not backbone_info(self.model.backbone).fused_head
+                or not self.model.hf.trust_remote_code,
                 "train.deepspeed.zero_optimization.stage",
-                f"3 is not supported with model.backbone {self.model.backbone!r}: its fused loss reads the output "
-                "head's weight outside the forward, where ZeRO-3 keeps it partitioned; use stage 2 (with "
+                "3 is not supported with model.hf.trust_remote_code: true (the fused loss stops a remote-code "
+                "forward at its head, which ZeRO-3's hooks cannot follow); use stage 2 (with "
                 "offload_optimizer: {device: cpu} to save memory)")
         require(self.data.seq_len <= self.model.max_seq_len, "data.seq_len",
                 f"{self.data.seq_len} is above the model's maximum model.max_seq_len = {self.model.max_seq_len}")

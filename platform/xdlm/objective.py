@@ -85,19 +85,21 @@ def diffusion_loss(
 
     One time per sequence (alpha_t [B, 1]); the estimate of E_t E_{z_t} l_t is unbiased for
     t ~ U[t_min, 1] (stratified across the global batch by the caller).  ``fused_head``: the
-    model gives its hidden states (``model(z_t, t, hidden_only=True)``, through the wrapper's
-    forward) and the loss is ``XDLM.linear_nelbo`` on them and its ``output_head``, so the
-    [B, L, V] logits are never held (``BackboneInfo.fused_head``).
+    model is handed ``XDLM.linear_nelbo`` bound to this batch (``model(z_t, t, head_loss=f)``)
+    and applies it to its hidden states and output head inside its own forward, where ZeRO-3
+    has gathered the head's weight; the [B, L, V] logits are never held
+    (``BackboneInfo.fused_head``).
     """
     t = t.to(torch.float64)
     alpha_t = schedule.alpha(t)[:, None].to(x0.device)
     dalpha_t = schedule.dalpha(t)[:, None].to(x0.device)
     z_t = process.sample_marginal(x0, alpha_t, generator=generator)
     if fused_head:
-        hidden = model(z_t, t.to(device=x0.device, dtype=torch.float32), hidden_only=True)
-        head = getattr(model, "module", model).output_head  # DDP / DeepSpeed wrap the model
-        return process.linear_nelbo(hidden, head.weight, x0, z_t, alpha_t, dalpha_t, head.bias,
-                                    backend=backend, validate=False).mean()
+        def head_loss(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+            return process.linear_nelbo(hidden, weight, x0, z_t, alpha_t, dalpha_t, bias,
+                                        backend=backend, validate=False)
+
+        return model(z_t, t.to(device=x0.device, dtype=torch.float32), head_loss=head_loss).mean()
     logits = model(z_t, t.to(device=x0.device, dtype=torch.float32))
     return process.nelbo(logits, x0, z_t, alpha_t, dalpha_t, validate=False, backend=backend).mean()
 

@@ -5,12 +5,16 @@ Two kinds of model fit: masked-diffusion LMs shipped as remote code (LLaDA; load
 bidirectional attention.  The denoiser is time-free: ``model(z_t, t)`` ignores ``t``.
 
 The backbone exposes what the fused LM-head loss needs (``BackboneInfo.fused_head``):
-``model(z_t, t, hidden_only=True)`` gives the final hidden states h [B, L, D] (after the final
-norm) and ``model.output_head`` the head (weight W [V, D], bias b [V] or None), with
-``logits = h W^T + b``; training then calls ``XDLM.linear_nelbo(h, W, ..., b)`` and the
-[B, L, V] logits (V = 126,464 for LLaDA) never exist.  The hidden states come from the base model
-(``last_hidden_state``) for ``transformers``' own classes, and for remote code from the head's
-input, caught by a pre-hook that stops the forward before the head runs.
+``model(z_t, t, head_loss=f)`` gives ``f(h, W, b)`` for the final hidden states h [B, L, D]
+(after the final norm) and the head's weight W [V, D] and bias b [V] or None, with
+``logits = h W^T + b``; training passes ``f = XDLM.linear_nelbo`` (bound to x_0, z_t and the
+times) and the [B, L, V] logits (V = 126,464 for LLaDA) never exist.  ``f`` runs inside the
+head module's own forward (``FusedLinearHead``): DeepSpeed ZeRO-3 gathers a module's weights only
+inside its forward (and again before its backward), so that is where W is whole.  The hidden
+states come from the base model (``last_hidden_state``) for ``transformers``' own classes, and
+for remote code from the head's input, caught by a pre-hook that stops the forward before the
+head runs (an exception that ZeRO-3's hooks cannot follow: ``JobConfig.validate`` refuses ZeRO-3
+with ``trust_remote_code``).
 
 Bidirectional attention for a decoder-only model: ``config.is_causal = False`` makes the masking
 utilities build a bidirectional mask (or none), and every attention module's ``is_causal`` flag
@@ -29,6 +33,7 @@ the restore of a checkpoint, read them without holding the weights).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -45,6 +50,25 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 class _HeadReached(Exception):
     """Raised by the head's pre-hook to stop a remote-code forward once its input is known."""
+
+
+#: head_loss(hidden [B, L, D], weight [V, D], bias [V] or None) -> per-token loss [B, L]
+HeadLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+class FusedLinearHead(nn.Linear):
+    """The model's ``nn.Linear`` LM head, able to compute a loss on its own weights.
+
+    ``head(h)`` is ``h W^T + b`` as before; ``head(h, head_loss=f)`` is ``f(h, W, b)``, run inside
+    the module's forward so that wrappers that gather weights around a module's forward (ZeRO-3)
+    hand ``f`` the full W.  Same parameters, same state-dict keys: the head's class is swapped in
+    place (``HFDenoiser``), so ``save_pretrained`` and checkpoints see the model unchanged.
+    """
+
+    def forward(self, hidden: torch.Tensor, head_loss: HeadLoss | None = None) -> torch.Tensor:
+        if head_loss is None:
+            return super().forward(hidden)
+        return head_loss(hidden, self.weight, self.bias)
 
 
 def model_config(hf: HFConfig, vocab_size: int | None = None) -> Any:
@@ -233,6 +257,8 @@ class HFDenoiser(nn.Module):
         # code (LLaDA) returns logits there, so its head's input is caught instead.
         own_class = type(self.net).__module__.startswith("transformers.")
         self._base = self.net.base_model if own_class and self.net.base_model is not self.net else None
+        if type(head) is nn.Linear:  # a subclass may compute more than h W^T + b: left alone
+            head.__class__ = FusedLinearHead
         if hf.bidirectional:
             make_bidirectional(self.net)
         if hf.gradient_checkpointing:
@@ -273,12 +299,24 @@ class HFDenoiser(nn.Module):
         return caught[0]
 
     def forward(self, z_t: torch.Tensor, t: torch.Tensor | None = None, *,
-                attention_mask: torch.Tensor | None = None, hidden_only: bool = False) -> torch.Tensor:
-        """``z_t`` [B, L] ids -> logits [B, L, V] (or the hidden states [B, L, D] with
-        ``hidden_only``, for the fused loss: called through ``forward`` so DDP / DeepSpeed
-        wrappers see the call).  ``attention_mask`` [B, L] (1 = token, 0 = padding) is passed on."""
+                attention_mask: torch.Tensor | None = None, hidden_only: bool = False,
+                head_loss: HeadLoss | None = None) -> torch.Tensor:
+        """``z_t`` [B, L] ids -> logits [B, L, V]; with ``head_loss`` the fused loss
+        ``head_loss(h, W, b)`` instead (per token, computed inside the head's forward); with
+        ``hidden_only`` the hidden states h [B, L, D].  ``attention_mask`` [B, L] (1 = token,
+        0 = padding) is passed on."""
         hidden = self.hidden_states(z_t, t, attention_mask)
-        return hidden if hidden_only else self.output_head(hidden)
+        if hidden_only:
+            return hidden
+        if head_loss is None:
+            return self.output_head(hidden)
+        head = self.output_head
+        if not isinstance(head, FusedLinearHead):
+            if getattr(head.weight, "ds_id", None) is not None:  # partitioned: W is empty out here
+                raise RuntimeError(f"{type(head).__name__} is not an nn.Linear head: the fused loss cannot run "
+                                   "inside its forward, where ZeRO-3 gathers its weight; use ZeRO-2")
+            return head_loss(hidden, head.weight, getattr(head, "bias", None))
+        return head(hidden, head_loss=head_loss)
 
 
 def _load_error(hf: HFConfig, err: Exception | None) -> UserError:

@@ -36,9 +36,10 @@ class BackboneInfo:
         solves: data sources the backbone is exact for, by name; non-empty means it is built
             from that source's law (``build_model(..., context=DenoisingContext)``) and a job
             pairing it with another source is refused.  Empty: any source.
-        fused_head: the diffusion loss runs through ``XDLM.linear_nelbo`` on the backbone's
-            hidden states (``model(z_t, t, hidden_only=True)``) and its ``output_head``, so the
-            [B, L, V] logits are never held (large vocabularies).
+        fused_head: the diffusion loss runs through ``XDLM.linear_nelbo`` inside the backbone's
+            output head (``model(z_t, t, head_loss=fn)`` returns ``fn(hidden, weight, bias)``),
+            so the [B, L, V] logits are never held (large vocabularies) and ZeRO-3 gathers the
+            head's weight as for any forward.
     """
 
     objective: str

@@ -263,8 +263,9 @@ class PartitionedEMA:
         self.decay = ema.decay
         self.params = params
         self.partitioned = partitioned
+        # optim.ema = 0 (the 8B recipe): no shadow to keep
         self.shards = [(partition_of(s, p) if partitioned else s.detach().clone()).float()
-                       for s, p in zip(ema.shadow, params, strict=True)]
+                       for s, p in zip(ema.shadow, params, strict=True)] if ema.decay > 0 else []
         self.full: list[torch.Tensor] | None = None if partitioned else self.shards
 
     @torch.no_grad()
