@@ -6,11 +6,22 @@ The pytest process is already a driver of the session's local Ray (tests/conftes
 cluster is reached only the way a laptop reaches a real one: the Jobs API (``xdlm submit``) and
 the state API over HTTP. The second node carries the custom resource ``node2`` so a test can name
 it; killing its process group kills the whole node (raylet, agents and the workers it started).
+
+The nodes start with recognisable fake credentials in their environment (``PLANTED``: an AWS
+secret key moto accepts, an MLflow user and password the server ignores), as an instance role or
+the environment of ``ray start`` would provide real ones: every driver and worker of a submitted
+job sees them, and tests/cluster/test_secrets.py searches what a run wrote for them.
+
+``quickstart_job``: the quickstart (tests/cluster/stack.py TWO_NODE_QUICKSTART) submitted once per
+session with ``xdlm submit --follow``, tracked to the production stack (PostgreSQL + S3
+artifacts), checkpoints in the bucket; the two-node tests read it back, the fault tests compare
+their final weights with it, the secrets test searches it.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import io
 import os
 import random
 import secrets
@@ -21,10 +32,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 import requests
+
+from tests.cluster.stack import PLANTED, QUICKSTART, TWO_NODE_QUICKSTART
 
 RAY = str(Path(sys.executable).parent / "ray")
 # Node death is noticed within ~3 s instead of Ray's default ~15-30 s: the node-kill test waits on it.
@@ -78,6 +92,7 @@ class TwoNodeCluster:
         self.address = f"http://127.0.0.1:{self.dashboard_port}"
         self.head: subprocess.Popen | None = None
         self.node2: subprocess.Popen | None = None
+        self.node2_id: str | None = None
         self.temps: list[str] = []
 
     def _start(self, args: list[str]) -> subprocess.Popen:
@@ -109,7 +124,8 @@ class TwoNodeCluster:
             alive = [n for n in self.nodes() if n["state"] == "ALIVE"] if self.head_up() else []
             joined = [n for n in alive if n["resources_total"].get("node2") and n["node_id"] not in before]
             if joined and len(alive) == 2:
-                return joined[0]["node_id"]
+                self.node2_id = joined[0]["node_id"]
+                return self.node2_id
             assert self.head.poll() is None and self.node2.poll() is None, "a Ray node exited while starting"
             assert time.monotonic() < deadline, f"the two-node cluster did not come up: {alive}"
             time.sleep(0.5)
@@ -118,6 +134,33 @@ class TwoNodeCluster:
         """SIGKILL the second node: raylet, agents and the workers it started, all at once."""
         os.killpg(self.node2.pid, signal.SIGKILL)
         self.node2.wait(timeout=10)
+
+    def raylet_environs(self) -> list[dict[str, str]]:
+        """The environment of each node's raylet (which starts every driver and worker there)."""
+        import psutil
+
+        found = []
+        for proc in (self.head, self.node2):
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    if child.name() == "raylet":
+                        found.append(child.environ())
+        return found
+
+    def job_log_files(self, submission_id: str) -> list[Path]:
+        """Ray's log files of a submitted job on both nodes: the driver's and every worker's
+        stdout/stderr (worker files carry the Ray job id in their name)."""
+        r = requests.get(f"{self.address}/api/jobs/{submission_id}", headers=self.headers(), timeout=10)
+        r.raise_for_status()
+        job_id = r.json()["job_id"]
+        files = []
+        for temp in self.temps:
+            for session in Path(temp).glob("session_*"):
+                if session.is_symlink():  # session_latest: the same directory again
+                    continue
+                files += [path for path in (session / "logs").glob("*") if path.is_file()
+                          and (submission_id in path.name or f"-{job_id}-" in path.name)]
+        return sorted(files)
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token_file.read_text().strip()}"}
@@ -155,32 +198,59 @@ class TwoNodeCluster:
         return float(total) - float(used)
 
     def stop(self) -> None:
+        """SIGKILL to each node's process group: GCS, raylet, agents and workers all share it (the
+        node-kill test relies on that too), and nothing of a throwaway cluster needs a graceful end;
+        `ray start --block` takes over 3 s to stop on SIGTERM."""
         for proc in (self.node2, self.head):
-            if proc is None or proc.poll() is not None:
+            if proc is None:
                 continue
-            os.killpg(proc.pid, signal.SIGTERM)  # `ray start --block` stops its node on SIGTERM
-            try:
-                proc.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                pass
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)  # whatever of that node is left
-            except ProcessLookupError:
-                pass
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
         for temp in [*self.temps, str(self.token_dir)]:
             shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def two_nodes(s3_endpoint):
-    """The two-node cluster, up for the session (~10 s to start); the S3 endpoint's variables are
-    in the nodes' environment, as a cluster's instance role would provide them."""
-    cluster = TwoNodeCluster(dict(os.environ))
+def two_nodes(s3_endpoint, ray_session):
+    """The two-node cluster, up for the session (~10 s to start); the S3 endpoint's variables and
+    the planted credentials are in the nodes' environment, as a cluster's instance role would
+    provide them. The session Ray starts first: this process keeps the first Ray auth token it
+    reads, so a session Ray started after a submission here would run with this cluster's token
+    while its job drivers read ~/.ray/auth_token (InvalidAuthToken, seen in test_submit)."""
+    cluster = TwoNodeCluster({**os.environ, **PLANTED})
     try:
         yield cluster.start()
     finally:
         cluster.stop()
 
 
-def dump(obj) -> str:
-    return json.dumps(obj, indent=1, default=str)[:3000]
+@pytest.fixture(scope="session")
+def quickstart_job(two_nodes, production_mlflow, s3_endpoint, tmp_path_factory) -> dict:
+    """The quickstart submitted with ``--follow`` (module docstring), from a process whose
+    environment holds the planted credentials too. Returns its name, job id, what the submitting
+    process printed (the followed log included), its storage and data cache, its duration and the
+    ids of the cluster's nodes when it ended (the fault test replaces the second node later)."""
+    from xdlm.cli import main
+
+    name = f"qs-{uuid.uuid4().hex[:6]}"
+    storage = f"s3://{s3_endpoint['bucket']}/two-node"
+    cache = str(tmp_path_factory.mktemp("two-node-cache"))  # built by this job, shared by the later ones
+    mp = pytest.MonkeyPatch()
+    for key, value in {**PLANTED, "RAY_AUTH_TOKEN_PATH": str(two_nodes.token_file)}.items():
+        mp.setenv(key, value)
+    for key in ("RAY_AUTH_TOKEN", "MLFLOW_TRACKING_URI"):
+        mp.delenv(key, raising=False)
+    out, start = io.StringIO(), time.monotonic()
+    try:
+        with contextlib.redirect_stdout(out):
+            rc = main(["submit", QUICKSTART, *TWO_NODE_QUICKSTART, f"data.cache_dir={cache}",
+                       f"cluster.storage_path={storage}", f"tracking.tracking_uri={production_mlflow.url}",
+                       "--name", name, "--python", sys.executable, "--address", two_nodes.address, "--follow"])
+    finally:
+        mp.undo()
+    text = out.getvalue()
+    assert rc == 0, text[-4000:]
+    return {"name": name, "job": text.split(" as job ")[1].split()[0], "out": text, "storage": storage,
+            "cache": cache, "seconds": time.monotonic() - start,
+            "nodes": {n["node_id"] for n in two_nodes.nodes() if n["state"] == "ALIVE"}}

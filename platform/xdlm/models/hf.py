@@ -256,7 +256,10 @@ class HFDenoiser(nn.Module):
         # transformers' own classes give the final hidden states from their base model; remote
         # code (LLaDA) returns logits there, so its head's input is caught instead.
         own_class = type(self.net).__module__.startswith("transformers.")
-        self._base = self.net.base_model if own_class and self.net.base_model is not self.net else None
+        base = self.net.base_model if own_class and self.net.base_model is not self.net else None
+        # kept out of nn.Module's registry: it is a part of self.net, and registering it again
+        # would put every base weight in the state dict twice (and hook it twice under ZeRO-3)
+        self.__dict__["_base"] = base
         if type(head) is nn.Linear:  # a subclass may compute more than h W^T + b: left alone
             head.__class__ = FusedLinearHead
         if hf.bidirectional:
