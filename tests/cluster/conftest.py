@@ -211,9 +211,12 @@ class TwoNodeCluster:
             shutil.rmtree(temp, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def two_nodes(s3_endpoint, ray_session):
-    """The two-node cluster, up for the session (~10 s to start); the S3 endpoint's variables and
+    """The two-node cluster, up while tests/cluster runs (~10 s to start) and stopped after it:
+    while a second Ray runs on this machine, Ray Train's PlacementGroupCleaner in the session Ray
+    cannot find its cluster by auto-detection, and a later sweep hung on a placement group it
+    should have removed; the S3 endpoint's variables and
     the planted credentials are in the nodes' environment, as a cluster's instance role would
     provide them. The session Ray starts first: this process keeps the first Ray auth token it
     reads, so a session Ray started after a submission here would run with this cluster's token
@@ -225,7 +228,7 @@ def two_nodes(s3_endpoint, ray_session):
         cluster.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def quickstart_job(two_nodes, production_mlflow, s3_endpoint, tmp_path_factory) -> dict:
     """The quickstart submitted with ``--follow`` (module docstring), from a process whose
     environment holds the planted credentials too. Returns its name, job id, what the submitting
